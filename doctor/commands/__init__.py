@@ -1,0 +1,1 @@
+"""Subcommands of the vlm-doctor CLI, one module each (add_arguments + run)."""

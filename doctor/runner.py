@@ -1,0 +1,196 @@
+"""The runner: which checks apply to which artifact, in dependency order, with shared inputs
+(fixtures) computed once per artifact and handed to checks by parameter name."""
+
+from __future__ import annotations
+
+import contextlib
+import graphlib
+import importlib.util
+import inspect
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from doctor.artifacts import Artifact, discover, environment_artifact
+from doctor.errors import Skip, UsageError
+from doctor.findings import CheckResult, Finding, Location, Severity, Status
+from doctor.registry import FIXTURES, REGISTRY, Check, families_for, load_family
+from doctor.report import Report
+from doctor.selection import Selection
+
+
+@dataclass
+class Options:
+    """Everything a check may read from the command line or configuration."""
+
+    base: str | None = None
+    image_folder: str | None = None
+    tokenizer: str | None = None
+    model: str | None = None
+    images: str = "header"  # none | exists | header | decode
+    decode_sample: float = 100.0
+    deep: bool = False
+    jobs: int = 0  # 0 = one per core
+    sanity: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    fix: bool = False
+    unsafe_fixes: bool = False
+    diff: bool = False
+    progress: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFactory = Callable[[str, "int | None"], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    yield lambda n=1: None
+
+
+class Context:
+    """Per-artifact fixture cache. Built-in fixtures: ``artifact``, ``options``, ``path``,
+    ``artifacts`` (everything discovered in this run), ``progress`` (a factory of progress bars:
+    ``with progress("Reading records", total) as advance: advance(1)``)."""
+
+    def __init__(self, artifact: Artifact, options: Options, artifacts: list[Artifact], progress: ProgressFactory) -> None:
+        self.values: dict[str, Any] = {
+            "artifact": artifact,
+            "options": options,
+            "path": artifact.path,
+            "artifacts": artifacts,
+            "progress": progress,
+        }
+        self.failures: dict[str, Skip] = {}
+
+    def get(self, name: str, stack: tuple[str, ...] = ()) -> Any:
+        if name in self.values:
+            return self.values[name]
+        if name in self.failures:
+            raise self.failures[name]
+        func = FIXTURES.get(name)
+        if func is None:
+            raise LookupError(f"no fixture named {name!r}")
+        if name in stack:
+            raise LookupError(f"fixture cycle: {' -> '.join(stack + (name,))}")
+        kwargs = {p: self.get(p, stack + (name,)) for p in inspect.signature(func).parameters}
+        try:
+            value = func(**kwargs)
+        except Skip as s:
+            self.failures[name] = s
+            raise
+        self.values[name] = value
+        return value
+
+
+def check(
+    paths: Iterable[str] | str,
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    base: str | None = None,
+    **options: Any,
+) -> Report:
+    """Python API for pre-training checks: ``doctor.check("data.json").raise_for_errors()``."""
+    if isinstance(paths, str):
+        paths = [paths]
+    known = {f for f in Options.__dataclass_fields__}
+    extra = {k: v for k, v in options.items() if k not in known}
+    opts = Options(base=base, **{k: v for k, v in options.items() if k in known})
+    opts.extra.update(extra)
+    selection = Selection.from_lists(select=list(select) if select else None, ignore=list(ignore or []))
+    return run(list(paths), opts, selection)
+
+
+def run(
+    paths: list[str],
+    options: Options,
+    selection: Selection,
+    progress: ProgressFactory = _no_progress,
+    artifacts: list[Artifact] | None = None,
+) -> Report:
+    """Discover the artifacts under ``paths`` and run every selected check that applies."""
+    if artifacts is None:
+        artifacts = discover(paths)
+    all_artifacts = [environment_artifact(), *artifacts]
+    if options.sanity:
+        all_artifacts += [Artifact(a.path, frozenset({"sanity"}), a.meta) for a in artifacts
+                          if a.kinds & {"model", "adapter"}]
+    report = Report(artifacts=artifacts)
+    for artifact in all_artifacts:
+        ctx = Context(artifact, options, artifacts, progress)
+        for family in families_for(artifact.kinds):
+            load_family(family)
+        checks = [c for c in _ordered(REGISTRY.values()) if c.artifacts & artifact.kinds and selection.matches(c.code)]
+        _run_artifact(artifact, checks, ctx, selection, report)
+    if options.fix or options.diff:
+        from doctor.fixing import apply_fixes
+
+        apply_fixes(report, options)
+    return report
+
+
+def _ordered(checks: Iterable[type[Check]]) -> list[type[Check]]:
+    checks = list(checks)
+    codes = {c.code for c in checks}
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for c in sorted(checks, key=lambda c: c.code):
+        sorter.add(c.code, *[r for r in c.requires if r in codes])
+    by_code = {c.code: c for c in checks}
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as e:  # a programming error in a family: fail loudly
+        raise UsageError(f"check requirements form a cycle: {e.args[1]}") from None
+    return [by_code[c] for c in order]
+
+
+def _run_artifact(artifact: Artifact, checks: list[type[Check]], ctx: Context, selection: Selection, report: Report) -> None:
+    status: dict[str, Status] = {}
+    for cls in checks:
+        started = time.perf_counter()
+        result_status, reason, findings = _run_one(cls, artifact, ctx, status)
+        status[cls.code] = result_status
+        report.results.append(
+            CheckResult(cls.code, cls.name, artifact.path, result_status, reason, time.perf_counter() - started)
+        )
+        report.findings.extend(findings)
+
+
+def _run_one(cls: type[Check], artifact: Artifact, ctx: Context, status: dict[str, Status]) -> tuple[Status, str | None, list[Finding]]:
+    for req in cls.requires:
+        if req in status and status[req] is not Status.PASS:
+            return Status.SKIP, f"requires {req} ({REGISTRY[req].name}), which did not pass", []
+    for pkg in cls.packages:
+        if importlib.util.find_spec(pkg) is None:
+            return Status.SKIP, f"needs the Python package {pkg!r}: pip install 'vlm-doctor[ml]'", []
+    check = cls(artifact.path)
+    try:
+        kwargs = {name: ctx.get(name) for name in cls.fixture_names()}
+        produced = check.run(**kwargs)
+        findings = list(produced) if produced is not None else []
+    except Skip as s:
+        return Status.SKIP, s.reason, []
+    except Exception as e:  # noqa: BLE001 - a crashing check must not stop the run
+        return Status.FAIL, "internal error", [internal_error(cls, artifact, e)]
+    return (Status.FAIL if findings else Status.PASS), None, findings
+
+
+def internal_error(cls: type[Check], artifact: Artifact, exc: BaseException) -> Finding:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+    return Finding(
+        code="DOC001",
+        name="internal-error",
+        severity=Severity.ERROR,
+        message=f"check {cls.code} ({cls.name}) crashed: {type(exc).__name__}: {exc} (at {where})",
+        path=artifact.path,
+        location=None,
+        why="vlm-doctor could not finish this check, so this artifact is not fully checked.",
+        hint=f"Report this as a bug with the artifact's layout; meanwhile run with --ignore {cls.code}.",
+        fix=None,
+    )
+
+
+__all__ = ["Options", "Context", "check", "run", "Location"]

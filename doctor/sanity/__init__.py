@@ -1,0 +1,1 @@
+"""The inference sanity pass: load the model, show it an image, let it answer."""
