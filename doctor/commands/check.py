@@ -1,0 +1,116 @@
+"""``vlm-doctor check PATH...``: discover artifacts, run the checks, report, optionally fix."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from doctor import __version__
+from doctor.errors import UsageError
+from doctor.findings import Severity
+
+HELP = "check datasets, adapters, checkpoints and the installed libraries"
+DESCRIPTION = """\
+Check each PATH: a dataset (.json array or .jsonl), a PEFT adapter folder, a transformers model
+folder, an original-LLaVA training output, an XTuner release, a training run folder, a weights
+file, or a folder holding several of these (walked). The installed library versions are always
+checked against what the artifacts need."""
+EPILOG = """\
+examples:
+  vlm-doctor check data/llava_v1_5_mix665k.json --image-folder data/images
+  vlm-doctor check data/train.json --tokenizer models/vicuna-7b --images decode --decode-sample 5
+  vlm-doctor check out/llava-v1.5-7b-lora --base models/vicuna-7b-v1.5
+  vlm-doctor check out/ --select ADP,CKP --ignore CKP301 --fail-on warning
+  vlm-doctor check out/llava-lora --fix            write repaired copies beside the inputs
+  vlm-doctor check merged/ --deep --sanity         read every tensor, then run the model
+  vlm-doctor check . --output-format sarif --output-file vlm-doctor.sarif
+
+selectors: a code (ADP010), a prefix (ADP, ADP0) or ALL; the most specific of --select and
+--ignore wins. Configuration: [tool.vlm-doctor] in pyproject.toml or vlm-doctor.toml (keys as
+the long options: select, ignore, fail-on, image-folder, ...), found upward from the current
+folder; command-line options override it.
+exit codes: 0 nothing at or above --fail-on, 1 findings, 2 usage/config/internal error."""
+
+FORMATS = ("full", "concise", "json", "json-lines", "github", "sarif", "junit")
+
+
+def _codes(value: str) -> list[str]:
+    return [v for v in value.replace(" ", ",").split(",") if v]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to check")
+    g = p.add_argument_group("what to check")
+    g.add_argument("--base", metavar="DIR", help="base model folder for adapter checks (default: the adapter's base_model_name_or_path when it is local or cached)")
+    g.add_argument("--image-folder", metavar="DIR", help="root for relative image paths (LLaVA's --image_folder; default: the dataset's folder)")
+    g.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder for the token-budget checks")
+    g.add_argument("--model", metavar="DIR", help="model folder whose vision config sets the image-token count")
+    g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
+    g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
+    g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero); reads every byte")
+    g.add_argument("--sanity", action="store_true", help="after the static checks, load each model and run the inference sanity pass")
+    g.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="device for --sanity (default: auto)")
+    g.add_argument("-j", "--jobs", type=int, metavar="N", help="worker threads for image checks (default: one per core)")
+    s = p.add_argument_group("rule selection")
+    s.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
+    s.add_argument("--extend-select", type=_codes, metavar="CODES", help="codes or prefixes to add to the selection")
+    s.add_argument("--ignore", type=_codes, metavar="CODES", help="codes or prefixes to disable")
+    o = p.add_argument_group("output")
+    o.add_argument("--output-format", choices=FORMATS, help="report format (default: full)")
+    o.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
+    o.add_argument("--fail-on", choices=("error", "warning", "info"), help="lowest severity that makes the exit code 1 (default: error)")
+    o.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings (internal errors still exit 2)")
+    o.add_argument("-q", "--quiet", action="store_true", help="print nothing when there are no findings")
+    o.add_argument("-v", "--verbose", action="store_true", help="also list skipped checks with their reasons")
+    o.add_argument("--no-progress", action="store_true", help="never show progress bars")
+    f = p.add_argument_group("fixes")
+    f.add_argument("--fix", action="store_true", help="apply safe fixes; each writes a NEW artifact beside its input")
+    f.add_argument("--unsafe-fixes", action="store_true", help="also apply unsafe fixes (may change behaviour, e.g. drop records)")
+    f.add_argument("--diff", action="store_true", help="show what --fix would change, write nothing")
+    p.add_argument("--config", metavar="FILE", help="use this vlm-doctor.toml / pyproject.toml instead of searching upward")
+
+
+def run(args: argparse.Namespace) -> int:
+    from doctor.config import load_config
+    from doctor.progress import progress_factory
+    from doctor.reporters import OutputFormat, RenderContext, render
+    from doctor.runner import Options, run as run_checks
+    from doctor.selection import Selection
+
+    config = load_config(args.config)
+
+    def pick(name: str, default=None):
+        value = getattr(args, name.replace("-", "_"), None)
+        return value if value is not None else config.get(name, default)
+
+    selection = Selection.from_lists(select=pick("select"), ignore=pick("ignore", []),
+                                     extend_select=pick("extend-select", []))
+    fmt = OutputFormat(pick("output-format", "full"))
+    fail_on = Severity.parse(pick("fail-on", "error"))
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    options = Options(
+        base=pick("base"), image_folder=pick("image-folder"), tokenizer=pick("tokenizer"), model=pick("model"),
+        images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
+        deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
+        fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+    )
+    if not 0 < options.decode_sample <= 100:
+        raise UsageError(f"--decode-sample must be in (0, 100], got {options.decode_sample}")
+    report = run_checks(args.paths, options, selection, progress=progress_factory(show_progress))
+
+    to_terminal = args.output_file is None and sys.stdout.isatty()
+    text = render(report, fmt, RenderContext(version=__version__, color=to_terminal, verbose=args.verbose))
+    if args.output_file:
+        from doctor.atomic import atomic_file
+
+        with atomic_file(Path(args.output_file)) as fh:
+            fh.write(text)
+    elif not (args.quiet and not report.findings and not report.fixes):
+        sys.stdout.write(text)
+
+    if report.internal_errors:
+        return 2
+    if args.exit_zero:
+        return 0
+    return 1 if report.at_or_above(fail_on) else 0

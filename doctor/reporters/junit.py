@@ -1,0 +1,60 @@
+"""``--output-format junit``: a testcase per check and artifact, a failure per finding."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from doctor.findings import Status
+
+if TYPE_CHECKING:
+    from doctor.report import Report
+    from doctor.reporters import RenderContext
+
+
+def render(report: "Report", ctx: "RenderContext") -> str:
+    by_case = defaultdict(list)
+    for f in report.findings:
+        code = f.code
+        if code == "DOC001":  # an internal error belongs to the check that crashed
+            m = re.match(r"check (\w+) ", f.message)
+            code = m.group(1) if m else code
+        by_case[(code, _owner(f.path, report))].append(f)
+    suite = ET.Element("testsuite", name="vlm-doctor")
+    tests = failures = skipped = errors = 0
+    total_time = 0.0
+    for r in report.results:
+        tests += 1
+        total_time += r.seconds
+        case = ET.SubElement(suite, "testcase", classname=r.path, name=f"{r.code} {r.name}", time=f"{r.seconds:.3f}")
+        if r.status is Status.SKIP:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=r.reason or "skipped")
+            continue
+        for f in by_case.get((r.code, r.path), []):
+            where = f.location.render() if f.location else ""
+            text = f"{f.path}{':' + where if where else ''}: {f.message}\nwhy: {f.why or '-'}\nfix: {f.hint or '-'}"
+            if f.code == "DOC001":
+                errors += 1
+                ET.SubElement(case, "error", message=f.message, type="internal-error").text = text
+            else:
+                failures += 1
+                ET.SubElement(case, "failure", message=f.message, type=f.severity.value).text = text
+    for key, value in (("tests", tests), ("failures", failures), ("errors", errors), ("skipped", skipped)):
+        suite.set(key, str(value))
+    suite.set("time", f"{total_time:.3f}")
+    root = ET.Element("testsuites", name="vlm-doctor", tests=str(tests), failures=str(failures),
+                      errors=str(errors), skipped=str(skipped), time=f"{total_time:.3f}")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _owner(path: str, report: "Report") -> str:
+    paths = {r.path for r in report.results}
+    if path in paths:
+        return path
+    candidates = [p for p in paths if path.startswith(p.rstrip("/") + "/")]
+    return max(candidates, key=len) if candidates else path
