@@ -100,6 +100,13 @@ def classify(path: Path, explicit: bool = False) -> Artifact | None:
 
 
 def _discover_one(path: Path, explicit: bool, depth: int) -> Iterator[Artifact]:
+    if explicit and path.is_file() and path.name in ("adapter_config.json", "config.json"):
+        # `vlm-doctor check out/adapter_config.json` (pre-commit passes file names): the
+        # artifact is the folder that holds it.
+        parent = _classify_dir(path.parent)
+        if parent is not None:
+            yield parent
+            return
     art = classify(path, explicit)
     if art is not None:
         yield art
