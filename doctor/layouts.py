@@ -342,7 +342,61 @@ def vision_style(names: Iterable[str]) -> str | None:
     return styles.most_common(1)[0][0] if styles else None
 
 
+#: transformers model types whose checkpoints use the HF_LEGACY / HF_MODERN names
+HF_VLM_TYPES = frozenset({"llava", "llava_next", "llava_next_video", "llava_onevision", "vipllava", "mllama"})
+#: original-LLaVA codebase types (in memory = on disk = ORIGINAL)
+ORIGINAL_TYPES = frozenset({"llava_llama", "llava_mistral", "llava_mpt", "llava_mixtral", "llava_qwen",
+                            "llava_qwen_moe", "llava_gemma"})
+
+
+def _version(v: str) -> tuple[int, ...]:
+    out = []
+    for piece in v.split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        out.append(int(m.group()))
+    return tuple(out)
+
+
+def in_memory_layout(model_type: str | None, transformers_version: str,
+                     architectures: Iterable[str] = ()) -> tuple[Layout, str | None]:
+    """The module-name layout a model of ``model_type`` has once loaded by that transformers (or,
+    for original-LLaVA types, by the LLaVA codebase), and its vision prefix.
+
+    llava / llava_next: 4.36-4.51 -> HF_LEGACY ``vision_tower.vision_model.``; 4.52-4.x ->
+    HF_MODERN ``model.vision_tower.vision_model.``; 5.x -> HF_MODERN ``model.vision_tower.``
+    (its CLIPVisionModel has no ``vision_model`` submodule). mllama: ``vision_model.`` /
+    ``model.vision_model.``. A released v1.5 config that says ``llava`` with
+    ``LlavaLlamaForCausalLM`` is ORIGINAL. Anything else: TEXT."""
+    archs = list(architectures)
+    if model_type in ORIGINAL_TYPES or (model_type == "llava" and any("LlavaLlama" in a or "LlavaMistral" in a for a in archs)):
+        return ORIGINAL, ORIGINAL.vision["tower"][0]
+    if model_type not in HF_VLM_TYPES:
+        return TEXT, None
+    v = _version(transformers_version)
+    style = "model" if model_type == "mllama" else "tower"
+    if v < (4, 52):
+        return HF_LEGACY, "vision_model." if style == "model" else "vision_tower.vision_model."
+    if style == "model":
+        return HF_MODERN, "model.vision_model."
+    return HF_MODERN, "model.vision_tower." if v >= (5,) else "model.vision_tower.vision_model."
+
+
+def disk_to_memory(names: Iterable[str], model_type: str | None, transformers_version: str,
+                   architectures: Iterable[str] = ()) -> dict[str, str]:
+    """Map a checkpoint's on-disk tensor names to the in-memory names of that transformers:
+    ``{in_memory_name: on_disk_name}``. Names in no known layout are kept as they are."""
+    dst, vprefix = in_memory_layout(model_type, transformers_version, architectures)
+    out: dict[str, str] = {}
+    for n in names:
+        mapped = map_name(n, dst, vision_prefix=vprefix) if dst is not TEXT else n
+        out[mapped or n] = n
+    return out
+
+
 __all__ = [
+    "HF_VLM_TYPES", "ORIGINAL_TYPES", "in_memory_layout", "disk_to_memory",
     "PEFT_PREFIX", "PARTS", "Layout", "Canonical", "LayoutGuess",
     "ORIGINAL", "HF_LEGACY", "HF_MODERN", "TEXT", "LAYOUTS",
     "strip_peft_prefix", "adapter_module_name", "to_canonical", "from_canonical",
