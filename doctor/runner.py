@@ -53,15 +53,18 @@ def _no_progress(description: str, total: int | None = None) -> Iterator[Callabl
 class Context:
     """Per-artifact fixture cache. Built-in fixtures: ``artifact``, ``options``, ``path``,
     ``artifacts`` (everything discovered in this run), ``progress`` (a factory of progress bars:
-    ``with progress("Reading records", total) as advance: advance(1)``)."""
+    ``with progress("Reading records", total) as advance: advance(1)``), ``report`` (the report
+    so far, read-only: the sanity pass reads earlier findings to skip hopeless loads)."""
 
-    def __init__(self, artifact: Artifact, options: Options, artifacts: list[Artifact], progress: ProgressFactory) -> None:
+    def __init__(self, artifact: Artifact, options: Options, artifacts: list[Artifact], progress: ProgressFactory,
+                 report: Report | None = None) -> None:
         self.values: dict[str, Any] = {
             "artifact": artifact,
             "options": options,
             "path": artifact.path,
             "artifacts": artifacts,
             "progress": progress,
+            "report": report,
         }
         self.failures: dict[str, Skip] = {}
 
@@ -120,7 +123,7 @@ def run(
                           if a.kinds & {"model", "adapter"}]
     report = Report(artifacts=artifacts)
     for artifact in all_artifacts:
-        ctx = Context(artifact, options, artifacts, progress)
+        ctx = Context(artifact, options, artifacts, progress, report)
         for family in families_for(artifact.kinds):
             load_family(family)
         checks = [c for c in _ordered(REGISTRY.values()) if c.artifacts & artifact.kinds and selection.matches(c.code)]

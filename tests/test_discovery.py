@@ -1,0 +1,86 @@
+"""Discovery: what is at this path? (file names and small JSON files only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from doctor.artifacts import discover
+from doctor.errors import ArtifactError
+
+
+def write(path, data=None, raw=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text(json.dumps(data if data is not None else {}))
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    write(tmp_path / "data" / "train.json", [{"id": "1"}])
+    write(tmp_path / "data" / "more.jsonl", raw=b'{"id": "2"}\n')
+    write(tmp_path / "data" / "notes.json", {"just": "an object"})
+    write(tmp_path / "adapters" / "plain" / "adapter_config.json", {"peft_type": "LORA"})
+    write(tmp_path / "adapters" / "plain" / "adapter_model.safetensors", raw=b"")
+    write(tmp_path / "llava-v1.5-lora" / "adapter_config.json", {"peft_type": "LORA"})
+    write(tmp_path / "llava-v1.5-lora" / "config.json", {"model_type": "llava_llama"})
+    write(tmp_path / "llava-v1.5-lora" / "non_lora_trainables.bin", raw=b"PK")
+    write(tmp_path / "models" / "hf" / "config.json", {"model_type": "llava"})
+    write(tmp_path / "models" / "hf" / "model.safetensors", raw=b"")
+    write(tmp_path / "models" / "orig" / "config.json", {"model_type": "llava", "architectures": ["LlavaLlamaForCausalLM"]})
+    write(tmp_path / "models" / "orig" / "pytorch_model.bin", raw=b"")
+    write(tmp_path / "xtuner-release" / "projector" / "config.json", {"model_type": "projector"})
+    write(tmp_path / "xtuner-release" / "llm_adapter" / "adapter_config.json", {})
+    write(tmp_path / "run" / "checkpoint-10" / "adapter_config.json", {})
+    write(tmp_path / "run" / "trainer_state.json", {"log_history": []})
+    write(tmp_path / ".hidden" / "x.json", [1])
+    return tmp_path
+
+
+def kinds(artifacts, root):
+    return {str(a.path)[len(str(root)) + 1:]: a.kind for a in artifacts}
+
+
+def test_walks_a_folder_of_artifacts(tree):
+    found = kinds(discover([str(tree)]), tree)
+    assert found == {
+        "adapters/plain": "adapter",
+        "data/more.jsonl": "dataset",
+        "data/train.json": "dataset",
+        "llava-v1.5-lora": "llava-lora",
+        "models/hf": "model",
+        "models/orig": "llava-original",
+        "run": "run",
+        "xtuner-release": "xtuner",
+    }
+
+
+def test_llava_lora_is_also_an_adapter(tree):
+    (art,) = discover([str(tree / "llava-v1.5-lora")])
+    assert {"adapter", "llava-lora"} <= art.kinds and art.meta["model_type"] == "llava_llama"
+
+
+def test_explicit_json_is_a_dataset_and_config_file_means_its_folder(tree):
+    (art,) = discover([str(tree / "data" / "notes.json")])
+    assert art.kind == "dataset"
+    (art,) = discover([str(tree / "adapters" / "plain" / "adapter_config.json")])
+    assert art.kind == "adapter" and art.path.endswith("plain")
+
+
+def test_explicit_weights_file(tree):
+    (art,) = discover([str(tree / "models" / "orig" / "pytorch_model.bin")])
+    assert art.kind == "weights"
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ArtifactError, match="no such file"):
+        discover([str(tmp_path / "nope")])
+
+
+def test_same_artifact_twice_is_checked_once(tree):
+    found = discover([str(tree / "models" / "hf"), str(tree / "models")])
+    assert [a.path for a in found].count(str(tree / "models" / "hf")) == 1
