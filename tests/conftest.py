@@ -9,3 +9,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where a CUDA GPU is usable."""
+    import pytest
+
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    try:
+        import torch
+
+        usable = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no torch means no GPU
+        usable = False
+    if not usable:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in cuda_items:
+            item.add_marker(skip)
