@@ -1,0 +1,155 @@
+"""The allow-list: which imported names a pickle may use, and how.
+
+The base list is exactly what ``torch.load(weights_only=True)`` accepts by default (torch
+2.13's ``torch/_weights_only_unpickler.py::_get_allowed_globals``; a test compares it with the
+installed torch): storages, dtypes, tensor rebuild functions, ``OrderedDict``, ``torch.Size``...
+
+On top of it, vetted extras for the legitimate pickles a Trainer run writes beside the weights,
+each allowed only in its own file and only in the way those files use it ("call" = REDUCE,
+"new" = NEWOBJ/BUILD of a class instance, "value" = passed as an argument):
+
+- ``training_args.bin``: transformers' ``TrainingArguments`` and the enums / accelerate state it
+  holds, plus the argument classes of LLaVA and TRL built the same way;
+- ``rng_state*.pth``: numpy's ``RandomState`` array (what transformers' ``safe_globals()``
+  allow-lists when resuming);
+- DeepSpeed ZeRO files in ``global_step*/``: its loss scaler, ZeRO stage enum and fragment
+  addresses (the names its users allow-list for ``weights_only``).
+
+Anything else is refused and named; names that are known code-execution primitives get a
+sharper message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+
+_TORCH_TYPES = (
+    "BFloat16 Bool Byte Char Double Float Half Int Long Short".split()
+)
+_DTYPES = (
+    "bfloat16 bits16 bits1x8 bits2x4 bits4x2 bits8 bool complex128 complex32 complex64 float16 float32 "
+    "float4_e2m1fn_x2 float64 float8_e4m3fn float8_e4m3fnuz float8_e5m2 float8_e5m2fnuz float8_e8m0fnu "
+    "int1 int16 int2 int3 int32 int4 int5 int6 int64 int7 int8 qint32 qint8 quint2x4 quint4x2 quint8 "
+    "uint1 uint16 uint2 uint3 uint32 uint4 uint5 uint6 uint64 uint7 uint8 "
+    "per_channel_affine per_channel_affine_float_qparams per_channel_symmetric per_tensor_affine "
+    "per_tensor_symmetric"
+).split()
+_REBUILD = (
+    "_rebuild_device_tensor_from_cpu_tensor _rebuild_device_tensor_from_numpy _rebuild_meta_tensor_no_storage "
+    "_rebuild_nested_tensor _rebuild_parameter _rebuild_parameter_with_state _rebuild_qtensor "
+    "_rebuild_sparse_tensor _rebuild_tensor _rebuild_tensor_v2 _rebuild_tensor_v3 _rebuild_wrapper_subclass"
+).split()
+
+
+def _torch_allowed() -> frozenset[str]:
+    names = {
+        "_codecs.encode", "builtins.bytearray", "builtins.complex", "builtins.set",
+        "collections.Counter", "collections.OrderedDict", "torch.Size", "torch.Tensor", "torch.device",
+        "torch._tensor._rebuild_from_type_v2", "torch.nn.parameter.Parameter",
+        "torch.serialization._get_layout", "torch.storage.TypedStorage", "torch.storage.UntypedStorage",
+    }
+    names |= {f"torch.{d}" for d in _DTYPES}
+    names |= {f"torch._utils.{f}" for f in _REBUILD}
+    for t in _TORCH_TYPES:
+        names |= {f"torch.{t}Storage", f"torch.{t}Tensor", f"torch.cuda.{t}Storage", f"torch.cuda.{t}Tensor"}
+        if t != "Bool":
+            names |= {f"torch.sparse.{t}Tensor", f"torch.cuda.sparse.{t}Tensor"}
+    names |= {"torch.ComplexDoubleStorage", "torch.ComplexFloatStorage", "torch.cuda.ComplexDoubleStorage",
+              "torch.cuda.ComplexFloatStorage", "torch.QInt32Storage", "torch.QInt8Storage",
+              "torch.QUInt2x4Storage", "torch.QUInt4x2Storage", "torch.QUInt8Storage"}
+    return frozenset(names)
+
+
+TORCH_ALLOWED: frozenset[str] = _torch_allowed()
+
+# role -> {global: allowed uses}
+_TRAINER_ENUMS = (
+    "transformers.trainer_utils.IntervalStrategy transformers.trainer_utils.SaveStrategy "
+    "transformers.trainer_utils.HubStrategy transformers.trainer_utils.SchedulerType "
+    "transformers.trainer_utils.EvaluationStrategy transformers.trainer_utils.FSDPOption "
+    "transformers.trainer_utils.ShardedDDPOption transformers.training_args.OptimizerNames "
+    "transformers.training_args.ParallelMode transformers.debug_utils.DebugOption "
+    "accelerate.utils.dataclasses.DistributedType accelerate.utils.dataclasses.PrecisionType "
+    "accelerate.utils.dataclasses.DynamoBackend accelerate.utils.dataclasses.ComputeEnvironment"
+).split()
+_TRAINER_CLASSES = (
+    "transformers.training_args.TrainingArguments transformers.training_args_seq2seq.Seq2SeqTrainingArguments "
+    "transformers.trainer_pt_utils.AcceleratorConfig transformers.integrations.deepspeed.HfTrainerDeepSpeedConfig "
+    "transformers.deepspeed.HfTrainerDeepSpeedConfig accelerate.state.PartialState accelerate.state.AcceleratorState "
+    "llava.train.train.TrainingArguments trl.trainer.sft_config.SFTConfig trl.trainer.dpo_config.DPOConfig "
+    "trl.trainer.orpo_config.ORPOConfig trl.trainer.kto_config.KTOConfig trl.trainer.reward_config.RewardConfig "
+    "trl.trainer.grpo_config.GRPOConfig"
+).split()
+_NUMPY = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct")
+
+EXTRAS: dict[str, dict[str, frozenset[str]]] = {
+    "training-args": {
+        **{name: frozenset({"call"}) for name in _TRAINER_ENUMS},
+        **{name: frozenset({"new", "build"}) for name in _TRAINER_CLASSES},
+    },
+    "rng-state": {
+        **{name: frozenset({"call", "build"}) for name in _NUMPY},
+        "numpy.ndarray": frozenset(),
+        "numpy.dtype": frozenset({"call", "build"}),
+        "numpy.dtypes.UInt32DType": frozenset(),
+    },
+    "deepspeed": {
+        "deepspeed.runtime.zero.config.ZeroStageEnum": frozenset({"call"}),
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler": frozenset({"new", "build"}),
+        "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler": frozenset({"new", "build"}),
+        "deepspeed.utils.tensor_fragment.fragment_address": frozenset({"call", "new", "build"}),
+    },
+}
+
+# Names that execute, import or evaluate arbitrary things: a finding says so plainly.
+_DANGEROUS_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "runpy", "importlib", "pkgutil", "functools", "operator",
+    "types", "pickle", "_pickle", "marshal", "shutil", "socket", "webbrowser", "code", "codeop", "pty",
+    "ctypes", "asyncio", "multiprocessing", "pdb", "bdb", "timeit", "cProfile", "profile", "trace",
+    "dill", "joblib", "cloudpickle", "torch.serialization", "torch.hub", "torch.jit", "torch._C",
+    "torch._dynamo", "torch.utils.cpp_extension", "numpy.lib.npyio", "numpy.testing",
+})
+_DANGEROUS_NAMES = frozenset({
+    "builtins.eval", "builtins.exec", "builtins.compile", "builtins.getattr", "builtins.setattr",
+    "builtins.__import__", "builtins.open", "builtins.breakpoint", "builtins.input", "builtins.globals",
+    "builtins.vars", "builtins.apply", "numpy.load", "torch.load", "torch.save",
+})
+
+_ROLE_PATTERNS = (
+    ("training-args", re.compile(r"^training_args\.bin$")),
+    ("rng-state", re.compile(r"^rng_state(_\d+)?\.pth$")),
+    ("deepspeed", re.compile(r"(_optim_states|_model_states)\.pt$")),
+)
+_UNVETTED_CLASS = re.compile(r"^[A-Z]\w*(Arguments|Config)$")
+
+
+def role_of(path: str) -> str | None:
+    """Which vetted extras a file may use, from its name (the role of a Trainer pickle)."""
+    name = PurePath(path).name
+    for role, pattern in _ROLE_PATTERNS:
+        if pattern.search(name):
+            return role
+    return None
+
+
+def is_dangerous(full: str) -> bool:
+    """A known code-execution primitive (for a sharper message; the allow-list decides)."""
+    if full in _DANGEROUS_NAMES:
+        return True
+    parts = full.split(".")
+    return any(".".join(parts[:i]) in _DANGEROUS_MODULES for i in range(1, len(parts)))
+
+
+def verdict(full: str, uses: set[str], role: str | None) -> str | None:
+    """None when allowed; otherwise "refused" or "unvetted" (a Trainer-args class that is only
+    instantiated, never called, in ``training_args.bin``)."""
+    if full in TORCH_ALLOWED:
+        return None
+    extras = EXTRAS.get(role or "", {})
+    if full in extras:
+        return None if uses <= extras[full] else "misused"
+    if role == "training-args" and not is_dangerous(full) and uses <= {"new", "build"}:
+        if _UNVETTED_CLASS.match(full.rpartition(".")[2]):
+            return "unvetted"
+    return "refused"
