@@ -76,7 +76,7 @@ def tensor_meta(value: Any, tar: dict[str, Any] | None = None) -> TensorMeta | N
     """The dtype and shape of a pickled tensor, or None when ``value`` is not one."""
     if isinstance(value, PersId) and tar is not None and str(value.pid) in tar:
         storage, shape = tar[str(value.pid)]
-        return TensorMeta(STORAGE_DTYPES.get(storage + "Storage", storage or "?"), shape)
+        return TensorMeta(STORAGE_DTYPES.get(storage, storage or "?"), shape)
     if not (isinstance(value, Call) and isinstance(value.func, Global) and isinstance(value.args, tuple)):
         return None
     fn, args = value.func.name, value.args
