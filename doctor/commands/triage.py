@@ -1,0 +1,170 @@
+"""``vlm-doctor triage RUN``: what is in a training output folder, what is broken, which
+checkpoint to keep."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "triage a training output folder: checkpoints, loss curve, which save to keep"
+DESCRIPTION = """\
+Triage a training output folder (the Trainer's output_dir): list its saves (checkpoint-N/ folders
+and the final output) with their step, completeness, size, train/eval loss and how far the
+adapter moved since the previous save; judge the run's own record (trainer_state.json: NaN or 0.0
+loss, a loss that never fell, spikes, a learning rate stuck at 0 or warming up forever, NaN or
+zero grad norms); find ZeRO-3 saves with empty tensors, DeepSpeed/FSDP exports with LoRA still
+unfolded and LLaVA checkpoints missing config.json or the projector; and recommend the save to
+keep and the ones safe to delete, with their sizes.
+
+Headers only by default: the adapter delta compares a spread sample of LoRA modules; --deep
+compares every LoRA tensor."""
+EPILOG = """\
+examples:
+  vlm-doctor triage out/llava-v1.5-7b-lora
+  vlm-doctor triage out/llava-v1.5-7b-lora --plot loss.png     loss and learning-rate curves, findings marked
+  vlm-doctor triage out/run --deep                             compare every LoRA tensor between saves
+  vlm-doctor triage out/run --output-format json | jq .triage.recommendation
+  vlm-doctor triage out/run/checkpoint-500                     a single checkpoint works too
+  vlm-doctor rule RUN102                                       what "loss exactly 0.0" means
+
+--plot needs matplotlib: pip install 'vlm-doctor[plot]'.
+exit codes: 0 nothing at or above --fail-on, 1 findings, 2 usage or internal error."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="the training output folder (or one checkpoint-N folder)")
+    p.add_argument("--plot", metavar="FILE", help="draw the loss and learning-rate curves with the findings marked "
+                                                  "(png, svg or pdf; needs matplotlib)")
+    p.add_argument("--deep", action="store_true", help="compare every LoRA tensor between saves (reads them all)")
+    p.add_argument("--output-format", choices=("full", "json"), default="full", help="report format (default: full)")
+    p.add_argument("--select", metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
+    p.add_argument("--ignore", metavar="CODES", help="comma-separated codes or prefixes to disable")
+    p.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
+                   help="lowest severity that makes the exit code 1 (default: error)")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings (internal errors still exit 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from doctor import __version__
+    from doctor.artifacts import Artifact, classify
+    from doctor.checks._run_triage import analyze_run
+    from doctor.errors import UsageError
+    from doctor.findings import Severity
+    from doctor.runner import Options
+    from doctor.runner import run as run_checks
+    from doctor.selection import Selection
+
+    path = Path(args.run)
+    if not path.is_dir():
+        raise UsageError(f"{args.run}: not a folder; pass the training output folder (the Trainer's output_dir)")
+    if args.plot:
+        _require_matplotlib()
+    selection = Selection.from_lists(select=_codes(args.select), ignore=_codes(args.ignore))
+    try:
+        analysis = analyze_run(path, deep=args.deep)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot list the folder: {e.strerror or e}") from None
+    found = classify(path)
+    artifact = Artifact(str(path), frozenset((found.kinds if found else frozenset()) | {"run"}),
+                        dict(found.meta) if found else {})
+    options = Options(deep=args.deep)
+    options.extra["run_analyses"] = {str(path): analysis}
+    report = run_checks([str(path)], options, selection, artifacts=[artifact])
+
+    if args.output_format == "json":
+        import json
+
+        data = {"triage": analysis.to_dict(), "report": report.to_dict(__version__)}
+        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
+    else:
+        sys.stdout.write(render_full(analysis, report, __version__, color=sys.stdout.isatty()))
+    if args.plot:
+        from doctor.checks._run_plot import plot_run
+
+        written = plot_run(analysis, report.findings, args.plot)
+        print(f"wrote {written}", file=sys.stderr)
+
+    if report.internal_errors:
+        return 2
+    if args.exit_zero:
+        return 0
+    return 1 if report.at_or_above(Severity.parse(args.fail_on)) else 0
+
+
+def _codes(value: str | None) -> list[str] | None:
+    return [v for v in value.replace(" ", ",").split(",") if v] if value else None
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    from doctor.errors import UsageError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed: pip install 'vlm-doctor[plot]' "
+                         "(or pip install 'matplotlib>=3.5'); run without --plot for the table alone")
+
+
+def render_full(analysis: Any, report: Any, version: str, color: bool = False, width: int = 110) -> str:
+    """The saves table, the findings (the ``full`` reporter) and the recommendation."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from doctor.checks._run_triage import human_size
+    from doctor.reporters import OutputFormat, RenderContext, render
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=color, color_system="auto" if color else None, width=width,
+                      highlight=False)
+    layout, rec = analysis.layout, analysis.record
+    kind = ", ".join(k for k, on in (("LoRA", layout.lora), ("original LLaVA", layout.llava)) if on) or "full weights"
+    console.print(f"[bold]{layout.root}[/bold]  ({kind} run, {len(layout.checkpoints)} checkpoint"
+                  f"{'s' if len(layout.checkpoints) != 1 else ''})")
+    if rec is not None:
+        console.print(f"record: {rec.path}  (step {rec.global_step} of {rec.max_steps or '?'}, "
+                      f"{len(rec.loss)} train logs, {len(rec.eval_loss)} evals)", style="dim")
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for col, justify in (("save", "left"), ("step", "right"), ("status", "left"), ("size", "right"),
+                         ("train loss", "right"), ("eval loss", "right"), ("adapter delta", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    keep = analysis.recommendation.keep
+    for st in analysis.states:
+        d = analysis.deltas.get(st.save.name)
+        delta = "-" if d is None else ("0 (unchanged)" if d.unchanged else f"{d.relative:.2e}")
+        if d is not None and d.sampled:
+            delta += "*"
+        status = st.status if st.complete else f"[yellow]{st.status}[/yellow]"
+        name = f"[green]{st.save.label}[/green] (keep)" if st.save.name == keep else st.save.label
+        table.add_row(name, "-" if st.save.step is None else str(st.save.step), status, human_size(st.save.size),
+                      _num(analysis.train_loss(st)), _num(analysis.eval_loss(st)), delta)
+    console.print(table)
+    if any((d is not None and d.sampled) for d in analysis.deltas.values()):
+        console.print("* relative change of a sample of LoRA modules since the previous save; --deep compares all",
+                      style="dim")
+    console.print()
+    buf.write(render(report, OutputFormat.FULL, RenderContext(version=version, color=color, width=width)))
+    console.print()
+    r = analysis.recommendation
+    if r.keep:
+        console.print(f"[bold green]keep[/bold green] {r.keep}: {'; '.join(r.reasons)}")
+    else:
+        console.print(f"[bold yellow]nothing to keep[/bold yellow]: {'; '.join(r.reasons)}")
+    for name, size in r.delete:
+        console.print(f"  [dim]safe to delete[/dim] {layout.root / name}  ({human_size(size)})")
+    if r.delete:
+        console.print(f"  {human_size(r.reclaim)} in all")
+    for note in r.notes:
+        console.print(f"  note: {note}")
+    return buf.getvalue()
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    from doctor.checks._run_record import fmt
+
+    return fmt(v)
