@@ -152,8 +152,8 @@ class Zero3EmptySave(Check):
 
     def run(self, run_analysis: RunAnalysis, artifact):
         for st in run_analysis.states:
-            if st.save.is_final and "adapter" in artifact.kinds and st.kind == "adapter":
-                continue  # the adapter checks (ADP) judge the final adapter itself
+            if str(st.save.path) == artifact.path and "adapter" in artifact.kinds and st.kind == "adapter":
+                continue  # the adapter checks (ADP015) judge the artifact's own adapter
             weights = st.save.adapter_weights or (st.save.model_weights or [None])[0]
             if st.empty_tensors:
                 what = f"{len(st.empty_tensors)} tensor(s) with 0 elements (e.g. {st.empty_tensors[0]})"

@@ -43,6 +43,8 @@ CONFIG_NAMES = frozenset(
     }
 )
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_GLOBAL_STEP_RE = re.compile(r"^global_step\d+$")
+_FSDP_DIR_RE = re.compile(r"^pytorch_model_fsdp_\d+$")
 MAX_WALK_DEPTH = 4
 
 
@@ -171,7 +173,11 @@ def _classify_dir(path: Path) -> Artifact | None:
     checkpoints = sorted(
         (int(m.group(1)), n) for n in names if (m := _CHECKPOINT_RE.match(n)) and (path / n).is_dir()
     )
-    if checkpoints or "trainer_state.json" in names and not _has_weights(names):
+    # DeepSpeed (global_stepN/ beside `latest` / zero_to_fp32.py) and FSDP SHARDED_STATE_DICT
+    # (pytorch_model_fsdp_N/ of *.distcp) saves: training state that needs a conversion step.
+    sharded = any(_GLOBAL_STEP_RE.match(n) or _FSDP_DIR_RE.match(n) for n in names if (path / n).is_dir()) \
+        or any(n.endswith(".distcp") for n in names)
+    if checkpoints or sharded or "trainer_state.json" in names and not _has_weights(names):
         kinds.add("run")
         meta["checkpoints"] = [n for _, n in checkpoints]
 
