@@ -223,11 +223,14 @@ class ConfigKeyUnknownToInstalledPeft(Check):
     packages = ("peft",)
 
     def run(self, lora_config: dict[str, Any], versions: Versions, path: str):
-        known = peft_compat.installed_lora_fields()
+        version = versions.peft or "?"
+        if version == peft_compat.installed_peft_version():
+            known = peft_compat.installed_lora_fields()
+        else:  # judging for another peft (``peft_version=`` option): the table
+            known = peft_compat.fields_known_by(version)
         unknown = peft_compat.check_keys(lora_config, known | {"runtime_config"})
         if not unknown:
             return
-        version = versions.peft or "?"
         behaviour = peft_compat.unknown_key_behaviour(version)
         keys = [k.key for k in unknown]
         effect = peft_compat.describe_behaviour(behaviour, version, keys)
@@ -245,7 +248,7 @@ class ConfigKeyUnknownToInstalledPeft(Check):
             fix = Fix(f"write a copy without {', '.join(keys)} (all at their defaults)", Applicability.SAFE,
                       fixer="adapter_config", params={"drop_keys": keys})
         reasons = "; ".join(k.reason for k in blocked if k.reason)
-        msg = f"keys the installed peft {version} does not know: {', '.join(keys)}; {effect}"
+        msg = f"keys peft {version}'s LoraConfig does not know: {', '.join(keys)}; {effect}"
         if reasons:
             msg += f". Dropping is not safe: {reasons}"
         yield self.finding(msg, path=_cfg(path), location=Location(key=keys[0]), severity=severity, fix=fix,
