@@ -487,3 +487,23 @@ def test_xtuner_release_layout(tmp_path):
         before = tower(**pixels).last_hidden_state
         after = PeftModel.from_pretrained(tower, native.visual_encoder_adapter)(**pixels).last_hidden_state
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("layout", ["native", "split"])
+def test_processor_overrides_plant_mismatches_in_either_layout(tmp_path, layout):
+    import torch
+    from transformers import AutoProcessor
+
+    from doctor.testing import DELETE, make_llava_model, tiny_inputs
+
+    info = make_llava_model(tmp_path / "m", family="llava_next", processor_layout=layout,
+                            processor_overrides={"image_processor.image_grid_pinpoints": [[28, 28]]})
+    assert AutoProcessor.from_pretrained(info.path).image_processor.image_grid_pinpoints == [[28, 28]]
+    assert info.config["image_grid_pinpoints"] == [[28, 28], [56, 28], [28, 56]]
+    model, _ = _load(info.path)
+    with pytest.raises(RuntimeError, match="split_with_sizes"), torch.no_grad():  # H2: tiled differently
+        model(**tiny_inputs(info, image_shape=PORTRAIT))
+
+    bare = make_llava_model(tmp_path / "bare", processor_layout=layout, processor_overrides={"patch_size": DELETE})
+    assert "patch_size" not in json.loads((bare.path / "processor_config.json").read_text())
+    assert AutoProcessor.from_pretrained(bare.path).patch_size is None

@@ -126,7 +126,11 @@ def make_messages_dataset(
 def planted_records(n: int, problems: Iterable[str], known: tuple[str, ...] = LLAVA_PROBLEMS) -> dict[str, int]:
     """Index of the record each problem was planted in, for a dataset built with ``n`` and
     ``problems`` (pass ``known=MESSAGES_PROBLEMS`` for messages datasets)."""
-    wanted = [p for p in known if p in set(problems) and p != "trailing-comma"]
+    asked = set(problems)
+    if asked - set(known):
+        raise ValueError(f"problems {sorted(asked - set(known))} are not in `known`; pass known=MESSAGES_PROBLEMS "
+                         "for a messages dataset")
+    wanted = [p for p in known if p in asked and p != "trailing-comma"]
     return {problem: n + i for i, problem in enumerate(wanted)}
 
 

@@ -90,8 +90,12 @@ def make_llava_model(
     as ``pytorch_model*.bin`` (transformers 5 always saves safetensors). ``drop_tensors`` deletes
     tensors whose on-disk name starts with a prefix (e.g. "multi_modal_projector",
     "image_newline"). ``config_overrides`` / ``processor_overrides`` set dotted keys in
-    config.json / the image-processor section after saving, to plant mismatches (e.g.
-    ``{"image_token_index": 5}``); the weights still match the original config.
+    config.json / processor_config.json after saving, to plant mismatches; the weights still
+    match the original config. Processor keys starting with ``image_processor.`` reach the image
+    processor in either layout. Examples: ``config_overrides={"image_token_index": 5}`` (C8),
+    ``processor_overrides={"patch_size": DELETE}`` (C9; ``DELETE`` from ``doctor.testing``
+    removes a key), ``processor_overrides={"image_processor.image_grid_pinpoints": [[28, 28]]}``
+    (H2). ``processor=False`` writes the tokenizer files only (C10).
     ``processor_layout="split"`` writes the hub layout of 4.4x (preprocessor_config.json +
     processor_config.json + chat_template.json) instead of 5.x's single processor_config.json.
     """
@@ -112,7 +116,7 @@ def make_llava_model(
         if processor_layout == "split":
             _split_processor_files(path)
         if processor_overrides:
-            _patch_image_processor(path, processor_overrides)
+            _patch_processor(path, processor_overrides)
     files = _finish_weights(path, weights, drop_tensors)
     saved = _weights.patch_json(path / "config.json", config_overrides)
     return ModelInfo(
@@ -227,11 +231,14 @@ def _split_processor_files(path: Path) -> None:
         template.unlink()
 
 
-def _patch_image_processor(path: Path, overrides: Mapping[str, Any]) -> None:
-    if (path / "preprocessor_config.json").exists():
-        _weights.patch_json(path / "preprocessor_config.json", overrides)
+def _patch_processor(path: Path, overrides: Mapping[str, Any]) -> None:
+    image = {k.removeprefix("image_processor."): v for k, v in overrides.items() if k.startswith("image_processor.")}
+    rest = {k: v for k, v in overrides.items() if not k.startswith("image_processor.")}
+    if image and (path / "preprocessor_config.json").exists():  # the split layout
+        _weights.patch_json(path / "preprocessor_config.json", image)
     else:
-        _weights.patch_json(path / "processor_config.json", {f"image_processor.{k}": v for k, v in overrides.items()})
+        rest.update({f"image_processor.{k}": v for k, v in image.items()})
+    _weights.patch_json(path / "processor_config.json", rest)
 
 
 def _read(path: Path, name: str = "config.json") -> dict[str, Any]:
