@@ -284,7 +284,7 @@ class LoraDeltaTiny(Check):
     name = "lora-delta-tiny"
     severity = Severity.WARNING
     artifacts = ADAPTER
-    requires = ("ADP013", "ADP019", "ADP003")
+    requires = ("ADP013", "ADP019", "ADP003", "ADP018")
 
     def run(self, adapter_key_plan: KeyPlan, adapter_tensors: AdapterTensors, adapter_weights: Weights,
             adapter_base: BaseModel, lora_config: dict[str, Any], adapter_scan: dict[str, tuple[int, bool]],
@@ -294,7 +294,8 @@ class LoraDeltaTiny(Check):
                    if (b := adapter_tensors.modules[s].b) is not None and not adapter_scan.get(b.name, (0, True))[1]]
         for saved, target in trained[:DELTA_SAMPLE]:  # all-zero lora_B is ADP020's finding
             lora, module = adapter_tensors.modules[saved], adapter_base.modules.get(target)
-            if module is None or module.kind != "linear" or lora.a is None or lora.b is None:
+            if module is None or module.kind != "linear" or lora.a is None or lora.b is None \
+                    or adapter_base.tensors[module.weight].dtype not in FLOAT_DTYPES:
                 continue
             w_norm = frobenius(adapter_base.read_weight(module))
             if w_norm == 0:
