@@ -396,6 +396,10 @@ def test_lora_adapter_options(family_models, tmp_path):
 
     bare = make_lora_adapter(family_models["llava"], tmp_path / "bare", target_modules=["q_proj"], train_steps=0)
     assert any(".vision_tower." in k for k in _adapter_tensors(bare))  # bare names reach the tower too
+    # Text-only training never reaches the tower: its lora_B still comes out non-zero.
+    tower = make_lora_adapter(family_models["llava"], tmp_path / "tower", target_modules=r".*vision_tower.*\.q_proj")
+    b = [t for k, t in _adapter_tensors(tower).items() if "lora_B" in k]
+    assert b and all(t.abs().max() > 0 for t in b)
 
 
 def test_original_llava_lora_layout(tmp_path):

@@ -85,8 +85,10 @@ def make_lora_adapter(
 
 def train_lora(peft_model: Any, model_type: str, steps: int = 3, lr: float = 1e-2, seq_len: int = 12) -> float:
     """A few AdamW steps on the trainable (LoRA) parameters; returns the last loss. Token ids
-    stay below 256 + 3 so no image token is drawn; a vision tower is pushed toward larger
-    features on random pixels instead."""
+    stay below 256 + 3 so no image token is drawn; a bare vision tower is pushed toward larger
+    features on random pixels instead. Text-only steps never reach a VLM's vision tower, so any
+    ``lora_B`` still all-zero afterwards (e.g. targets inside the tower) gets seeded noise:
+    every trained adapter has an effect."""
     import torch
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -101,10 +103,16 @@ def train_lora(peft_model: Any, model_type: str, steps: int = 3, lr: float = 1e-
         else:
             ids = torch.randint(3, 259, (2, seq_len))
             loss = peft_model(input_ids=ids, labels=ids).loss
+        if not loss.requires_grad:  # no LoRA module on the text path
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     peft_model.eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name and not param.any():
+                param.normal_(std=0.02)
     return float(loss.detach())
 
 
