@@ -29,6 +29,7 @@ def render(report: "Report", ctx: "RenderContext") -> str:
         groups[_owner(f.path, report)].append(f)
 
     kinds = {a.path: a.kind for a in report.artifacts}
+    explained: set[str] = set()
     for owner, findings in groups.items():
         kind = kinds.get(owner, "environment" if owner.startswith("<") else "")
         console.print(Text.assemble((owner, "bold"), (f"  ({kind})" if kind else "", "dim")))
@@ -44,7 +45,8 @@ def render(report: "Report", ctx: "RenderContext") -> str:
                 line.append(f"  {loc}", style="dim")
             console.print(line)
             console.print("    " + escape(f.message), soft_wrap=True)
-            if f.why:
+            if f.why and f.code not in explained:  # once per code: repeats add nothing
+                explained.add(f.code)
                 console.print(Text.assemble(("    why: ", "dim"), (f.why, "dim")), soft_wrap=True)
             if f.hint:
                 console.print(Text.assemble(("    fix: ", "green"), f.hint), soft_wrap=True)
