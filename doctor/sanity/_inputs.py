@@ -128,13 +128,14 @@ def make_inputs(processor: Any, text: str, image: Any, device: str, dtype: Any) 
 
 
 def yes_no_ids(tokenizer: Any) -> tuple[set[int], set[int]]:
-    """First token ids of the spellings of "yes" and "no" (with and without a leading space)."""
+    """Ids of the spellings of "yes" and "no" that are one token each (Llama's ``▁Yes``); empty
+    sets when the vocabulary spells them in pieces (then the answers are scored as sequences)."""
     ids: dict[str, set[int]] = {"yes": set(), "no": set()}
     for word in ids:
         for form in (word, word.capitalize(), word.upper(), " " + word, " " + word.capitalize()):
             with contextlib.suppress(Exception):
                 enc = tokenizer.encode(form, add_special_tokens=False)
-                if enc:
+                if len(enc) == 1:
                     ids[word].add(int(enc[0]))
-    common = ids["yes"] & ids["no"]  # byte-fallback tokenizers may share a first piece
+    common = ids["yes"] & ids["no"]
     return ids["yes"] - common, ids["no"] - common

@@ -72,11 +72,10 @@ def probe(s: Session, stage: StageResult, path: str, timeout: float, min_accurac
     records = read_probe(path)
     tok = s.loaded.processor.tokenizer
     yes_ids, no_ids = _inputs.yes_no_ids(tok)
-    if not yes_ids or not no_ids:
-        stage.add("the tokenizer has no distinct first token for 'yes' and 'no'", path=path,
-                  hint="The probe needs a tokenizer that spells yes and no; check the tokenizer files.")
-        return
-    yes_idx, no_idx = sorted(yes_ids), sorted(no_ids)
+    # Llama-style vocabularies have one token for "Yes"/"No": one forward pass per question reads both.
+    # Otherwise (byte-level pieces) score the whole answer, one forward pass per answer.
+    first_token = bool(yes_ids and no_ids)
+    stage.metrics["scoring"] = "first-token logits" if first_token else "answer log-likelihood"
     started = time.perf_counter()
     tp = fp = tn = fn = 0
     for line, rec in records:
@@ -94,16 +93,32 @@ def probe(s: Session, stage: StageResult, path: str, timeout: float, min_accurac
             stage.add(str(e), path=path, record=line, severity=Severity.WARNING, hint="Fix or remove the line.")
             continue
         text, _ = _inputs.build_prompt(s.loaded.processor, s.plan.family, rec["question"] + _inputs.POPE_SUFFIX)
-        inputs = _inputs.make_inputs(s.loaded.processor, text, image, s.plan.device, s.loaded.torch_dtype)
-        with torch.no_grad(), quiet():
-            logits = s.model(**inputs).logits[0, -1].float()
-        said_yes = bool(logits[yes_idx].max() > logits[no_idx].max())
+        if first_token:
+            inputs = _inputs.make_inputs(s.loaded.processor, text, image, s.plan.device, s.loaded.torch_dtype)
+            with torch.no_grad(), quiet():
+                logits = s.model(**inputs).logits[0, -1].float()
+            said_yes = bool(logits[sorted(yes_ids)].max() > logits[sorted(no_ids)].max())
+        else:
+            said_yes = _loglik(s, text, image, " Yes") > _loglik(s, text, image, " No")
         truth_yes = rec["answer"] == "yes"
         tp += said_yes and truth_yes
         fp += said_yes and not truth_yes
         tn += not said_yes and not truth_yes
         fn += not said_yes and truth_yes
     _score(stage, path, tp, fp, tn, fn, min_accuracy)
+
+
+def _loglik(s: Session, text: str, image: Any, answer: str) -> float:
+    """Sum of log-probabilities of the tokens ``answer`` adds after the prompt."""
+    import torch
+
+    n_prompt = _inputs.make_inputs(s.loaded.processor, text, image, "cpu", torch.float32)["input_ids"].shape[-1]
+    inputs = _inputs.make_inputs(s.loaded.processor, text + answer, image, s.plan.device, s.loaded.torch_dtype)
+    ids = inputs["input_ids"][0]
+    with torch.no_grad(), quiet():
+        logp = torch.log_softmax(s.model(**inputs).logits[0].float(), dim=-1)
+    positions = range(min(n_prompt, len(ids) - 1), len(ids))
+    return float(sum(logp[i - 1, ids[i]] for i in positions))
 
 
 def _score(stage: StageResult, path: str, tp: int, fp: int, tn: int, fn: int, min_accuracy: float) -> None:
