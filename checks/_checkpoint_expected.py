@@ -36,17 +36,17 @@ class BuildError(Exception):
 class LoadPrediction:
     model_class: str
     expected: dict[str, tuple[int, ...]]  # in-memory name -> shape
-    mapped: dict[str, str] = field(default_factory=dict)  # on-disk name -> in-memory name
+    mapped: dict[str, str] = field(default_factory=dict)  # on-disk name -> in-memory name (matched)
+    renamed: dict[str, str] = field(default_factory=dict)  # on-disk name -> the name transformers gives it
     missing: list[str] = field(default_factory=list)  # in-memory names left at random init
     unexpected: list[str] = field(default_factory=list)  # on-disk names transformers drops
     mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     tied: dict[str, str] = field(default_factory=dict)  # target -> source
 
-    def disk_name(self, memory_name: str) -> str:
-        for disk, mem in self.mapped.items():
-            if mem == memory_name:
-                return disk
-        return memory_name
+    @property
+    def unexpected_as_loaded(self) -> list[str]:
+        """The unexpected names as ``from_pretrained``'s ``unexpected_keys`` spells them."""
+        return sorted(self.renamed[k] for k in self.unexpected)
 
 
 def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
@@ -64,6 +64,7 @@ def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
     present: set[str] = set()
     for disk, t in weights.tensors.items():
         mem, converted = mapper(disk)
+        pred.renamed[disk] = mem
         if mem in expected:
             pred.mapped[disk] = mem
             present.add(mem)
@@ -80,7 +81,7 @@ def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
     ignore_missing, ignore_unexpected = _ignore_patterns(model)
     pred.missing = sorted(k for k in missing if not (ignore_missing and ignore_missing.search(k)))
     pred.unexpected = sorted(k for k in pred.unexpected
-                             if not (ignore_unexpected and ignore_unexpected.search(k)))
+                             if not (ignore_unexpected and ignore_unexpected.search(pred.renamed[k])))
     return pred
 
 

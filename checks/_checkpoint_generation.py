@@ -1,5 +1,6 @@
-"""CKP012: generation_config.json that transformers refuses to save (4.37+: any validation warning
-at save time is a ValueError; 5.x: once the config was modified after loading)."""
+"""CKP012: generation_config.json that transformers refuses to save (from 4.37, a validation
+warning at save time is a ValueError; 5.x refuses it once the config is built or changed in code,
+and only warns for one loaded unchanged)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class GenerationConfigRefusedOnSave(Check):
     combinations `GenerationConfig.validate()` warns about.
 
     ## Why is this bad?
-    From transformers 4.37, `save_pretrained` turns these warnings into `ValueError: The generation
-    config instance is invalid` (5.x: once the config was changed after loading). A LoRA merge script
+    From transformers 4.37, `save_pretrained` turns these warnings into a `ValueError` ("The
+    generation config instance is invalid"; 5.x: "GenerationConfig is invalid", for a config built or
+    changed in code). A LoRA merge script
     then dies after writing config.json, leaving a folder with no weights. The flags also do nothing:
     decoding is greedy.
 
@@ -81,7 +83,7 @@ class GenerationConfigRefusedOnSave(Check):
             keys = sorted(bad)
             yield self.finding(
                 "; ".join(bad[k] for k in keys) + ": transformers >= 4.37 refuses to save this config "
-                "(ValueError: The generation config instance is invalid)",
+                "(save_pretrained raises ValueError: GenerationConfig is invalid)",
                 path=where, location=Location(key=keys[0]),
                 hint=f"Remove {', '.join(keys)} (greedy decoding ignores them), or set \"do_sample\": true to sample.",
                 fix=Fix(f"write generation_config.fixed.json without {', '.join(keys)}", Applicability.SAFE,

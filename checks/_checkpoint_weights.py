@@ -210,6 +210,11 @@ def ckp_load_prediction(ckp_config: dict[str, Any], ckp_weights: ModelWeights, p
         return str(e)
 
 
+def _foreign(pred: LoadPrediction, weights: ModelWeights) -> bool:
+    """Most of the checkpoint does not map onto the model: another layout or another class."""
+    return bool(weights.tensors) and len(set(pred.mapped.values())) < len(pred.expected) / 2
+
+
 def _prediction(value: LoadPrediction | str, weights: ModelWeights) -> LoadPrediction:
     weights.require_complete()
     if isinstance(value, str):
@@ -284,12 +289,13 @@ class TensorsMissing(Check):
         if not pred.missing:
             return
         target = ckp_weights.files[0] if ckp_weights.files else path
-        if ckp_weights.tensors and not pred.mapped:
+        if _foreign(pred, ckp_weights):
             layout = classify(ckp_weights.tensors).layout
-            where = f" (they are in the {layout.title} layout)" if layout else ""
+            where = f"; the checkpoint is in the {layout.title} layout" if layout else ""
             yield self.finding(
-                f"none of the {len(ckp_weights.tensors)} tensors is a {pred.model_class} weight{where}: every weight "
-                "would be newly initialized", path=target,
+                f"only {len(set(pred.mapped.values()))} of the {len(pred.expected)} {pred.model_class} tensors are in "
+                f"the weights{where}: from_pretrained would initialize the other {len(pred.missing)} at random",
+                path=target,
                 hint="Convert the checkpoint to this class's layout (`vlm-doctor convert`), or fix architectures / "
                      "model_type in config.json to the class that saved it.")
             return
@@ -333,8 +339,8 @@ class TensorsUnexpected(Check):
 
     def run(self, ckp_load_prediction: LoadPrediction | str, ckp_weights: ModelWeights):
         pred = _prediction(ckp_load_prediction, ckp_weights)
-        if not pred.mapped:
-            return  # CKP104 reports a wholly foreign layout once
+        if _foreign(pred, ckp_weights):
+            return  # CKP104 reports a foreign layout once
         _, rest = split_lora(pred.unexpected)
         if rest:
             yield self.finding(f"{len(rest)} tensor(s) the {pred.model_class} does not have ({_examples(rest)}): "

@@ -40,8 +40,9 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
     fixed_text = json.dumps(fixed, indent=2, sort_keys=False) + "\n"
     outcome.summary = f"removed {', '.join(removed) or 'nothing'} -> {out.name}"
     if options.diff:
+        before = json.dumps(data, indent=2) + "\n"  # same formatting on both sides: the diff shows keys only
         outcome.diff = "".join(difflib.unified_diff(
-            original_text.splitlines(keepends=True), fixed_text.splitlines(keepends=True),
+            before.splitlines(keepends=True), fixed_text.splitlines(keepends=True),
             fromfile=str(source), tofile=str(out)))
         return outcome
     with atomic_file(out) as fh:

@@ -1,0 +1,147 @@
+"""Shared helpers of the CKP tests, and tests of the family's light readers (installed
+transformers read statically, JSON errors, dtype names, rule docs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doctor.findings import Finding, Status
+from doctor.report import Report
+from doctor.runner import check
+
+FAMILIES = ("llava", "llava_next", "mllama")
+
+
+def run_ckp(path: str | Path, **options: Any) -> Report:
+    """Run the CKP family on one path; no internal error is ever acceptable."""
+    report = check(str(path), select=["CKP"], **options)
+    assert not report.internal_errors, [f.message for f in report.internal_errors]
+    return report
+
+
+def by_code(report: Report) -> dict[str, list[Finding]]:
+    out: dict[str, list[Finding]] = defaultdict(list)
+    for f in report.findings:
+        out[f.code].append(f)
+    return dict(out)
+
+
+def status_of(report: Report, code: str) -> Status | None:
+    for r in report.results:
+        if r.code == code and r.path != "<environment>":
+            return r.status
+    return None
+
+
+def assert_fails(report: Report, code: str, *needles: str) -> list[Finding]:
+    found = by_code(report).get(code)
+    assert found, f"{code} did not fire; findings: {[(f.code, f.message) for f in report.findings]}"
+    text = " | ".join(f.message for f in found)
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in {text!r}"
+    return found
+
+
+def assert_passes(report: Report, code: str) -> None:
+    found = by_code(report).get(code, [])
+    assert not found, [f.message for f in found]
+    assert status_of(report, code) is Status.PASS, f"{code} ended {status_of(report, code)}"
+
+
+def clone(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_json(path: Path, **changes: Any) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    path.write_text(json.dumps(data, indent=2))
+    return data
+
+
+def build_clean_models(factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One healthy factory model per family (a module builds them once; copy before editing)."""
+    from doctor.testing import make_llava_model
+
+    root = factory.mktemp("clean")
+    return {fam: make_llava_model(root / fam, family=fam) for fam in FAMILIES}
+
+
+# ---- tests of the light readers ---------------------------------------------------------------------
+
+
+def test_installed_transformers_read_statically_equals_the_library() -> None:
+    from doctor.checks._checkpoint_installed import installed_transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    info = installed_transformers()
+    assert info is not None and info.static
+    assert info.model_types == dict(CONFIG_MAPPING_NAMES)
+    assert info.knows_architecture("LlavaNextForConditionalGeneration", "llava_next")
+    assert info.knows_architecture("MllamaForConditionalGeneration", "mllama")
+    assert not info.knows_architecture("LlavaLlamaForCausalLM", "llava")
+
+
+def test_config_checks_import_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    """A header-only run (everything but CKP100/104-106) stays light."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llava_mistral", "architectures": ["X"]}))
+    code = (
+        "import sys, doctor\n"
+        f"r = doctor.check({str(model)!r}, select=['CKP0', 'CKP2', 'CKP4', 'CKP101', 'CKP107'])\n"
+        "assert any(f.code == 'CKP002' for f in r.findings), r.findings\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_read_json_reports_line_and_column(tmp_path: Path) -> None:
+    from doctor.checks._checkpoint_files import read_json
+
+    p = tmp_path / "c.json"
+    p.write_text('{\n  "a": 1,\n}\n')
+    f = read_json(p)
+    assert (f.line, f.column) == (3, 1) and f.error
+    p.write_text("[" * 100_000)
+    assert read_json(p).error  # deep nesting is an error, not a crash
+    p.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    assert "Git-LFS" in (read_json(p).error or "")
+
+
+@pytest.mark.parametrize("raw,want", [("torch.float16", "F16"), ("HalfStorage", "F16"), ("BF16", "BF16"),
+                                      ("torch.bfloat16", "BF16"), ("float32", "F32"), ("F8_E4M3", "F8_E4M3")])
+def test_normalize_dtype(raw: str, want: str) -> None:
+    from doctor.checks._checkpoint_files import normalize_dtype
+
+    assert normalize_dtype(raw) == want
+
+
+def test_every_ckp_rule_is_documented() -> None:
+    import doctor.checks.checkpoint  # noqa: F401
+
+    from doctor.registry import REGISTRY
+
+    ckp = [c for code, c in REGISTRY.items() if code.startswith("CKP")]
+    assert len(ckp) >= 35
+    for cls in ckp:
+        assert not cls.missing_sections(), (cls.code, cls.missing_sections())
+        assert cls.doc_section("How to fix")
