@@ -111,6 +111,14 @@ def attrgetter(marker: Path) -> bytes:
             + glob("codecs", "builtins") + b"\x85R" + u(code(marker)) + b"\x85R.")
 
 
+def import_vars_dictget(marker: Path) -> bytes:
+    """builtins.__import__, vars and dict.get (dotted, protocol 4): none on a typical deny-list."""
+    return (PROTO + b"\x04" + s("builtins") + s("dict.get") + b"\x93"
+            + s("builtins") + s("vars") + b"\x93"
+            + s("builtins") + s("__import__") + b"\x93" + s("builtins") + b"\x85R" + b"\x85R"
+            + s("exec") + b"\x86R" + s(code(marker)) + b"\x85R.")
+
+
 def benign_then_evil(marker: Path) -> bytes:
     return pickle.dumps({"weights": [1, 2, 3]}, protocol=2) + exec_reduce(marker, 2)
 
@@ -226,6 +234,7 @@ def build_corpus(root: Path) -> list[Sample]:
     add("functools-partial", "functools.partial", "pickle", lambda p, m: write(p, partial_reduce(m)))
     add("pkgutil-resolve-name", "pkgutil.resolve_name", "pickle", lambda p, m: write(p, resolve_name(m)))
     add("operator-attrgetter", "operator.attrgetter", "pickle", lambda p, m: write(p, attrgetter(m)))
+    add("import-vars-dictget", "builtins.__import__", "pickle", lambda p, m: write(p, import_vars_dictget(m)))
     add("concatenated", "builtins.exec", "pickle-all", lambda p, m: write(p, benign_then_evil(m)))
     add("legacy-sysinfo", "builtins.exec", "torch", legacy_with_evil_sysinfo)
     add("zip-stored", "builtins.exec", "torch", lambda p, m: torch_zip(p, exec_reduce(m, 2)))

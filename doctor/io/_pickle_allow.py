@@ -76,7 +76,8 @@ _TRAINER_ENUMS = (
 _TRAINER_CLASSES = (
     "transformers.training_args.TrainingArguments transformers.training_args_seq2seq.Seq2SeqTrainingArguments "
     "transformers.trainer_pt_utils.AcceleratorConfig transformers.integrations.deepspeed.HfTrainerDeepSpeedConfig "
-    "transformers.deepspeed.HfTrainerDeepSpeedConfig accelerate.state.PartialState accelerate.state.AcceleratorState "
+    "transformers.deepspeed.HfTrainerDeepSpeedConfig transformers.integrations.deepspeed.HfDeepSpeedConfig "
+    "accelerate.utils.dataclasses.DeepSpeedPlugin accelerate.state.PartialState accelerate.state.AcceleratorState "
     "llava.train.train.TrainingArguments trl.trainer.sft_config.SFTConfig trl.trainer.dpo_config.DPOConfig "
     "trl.trainer.orpo_config.ORPOConfig trl.trainer.kto_config.KTOConfig trl.trainer.reward_config.RewardConfig "
     "trl.trainer.grpo_config.GRPOConfig"
