@@ -48,12 +48,20 @@ def plan_keys(tensors: AdapterTensors, base: BaseModel, targets: Resolution, ver
             _check_shapes(plan, lora, base.modules.get(target))
         else:
             plan.dropped.append(saved)
-            alt = layouts.map_name(saved, base.layout, vision_prefix=base.vision_prefix)
+            alt = _alternative(saved, base)
             if alt and alt in wrapped:
                 plan.rename[saved] = alt
     saved_targets = set(plan.landed.values())
     plan.missing = sorted(m for m in wrapped if m not in saved_targets and m in base.modules)
     return plan
+
+
+def _alternative(saved: str, base: BaseModel) -> str | None:
+    """The name ``saved`` has in the base's in-memory layout, if a known rename gives one."""
+    if base.model_type in layouts.VISION_ONLY_TYPES:
+        bare = saved[len("vision_model."):] if saved.startswith("vision_model.") else saved
+        return next((c for c in (bare, "vision_model." + bare) if c in base.modules), None)
+    return layouts.map_name(saved, base.layout, vision_prefix=base.vision_prefix)
 
 
 def _land(saved: str, base: BaseModel, converts: bool) -> tuple[str | None, str]:

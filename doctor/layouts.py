@@ -383,12 +383,25 @@ def in_memory_layout(model_type: str | None, transformers_version: str,
     return HF_MODERN, "model.vision_tower." if v >= (5,) else "model.vision_tower.vision_model."
 
 
+#: standalone vision encoders (XTuner's visual_encoder, LLaVA's mm_vision_tower folders)
+VISION_ONLY_TYPES = frozenset({"clip_vision_model", "siglip_vision_model", "clip"})
+
+
 def disk_to_memory(names: Iterable[str], model_type: str | None, transformers_version: str,
                    architectures: Iterable[str] = ()) -> dict[str, str]:
     """Map a checkpoint's on-disk tensor names to the in-memory names of that transformers:
-    ``{in_memory_name: on_disk_name}``. Names in no known layout are kept as they are."""
+    ``{in_memory_name: on_disk_name}``. Names in no known layout are kept as they are.
+
+    A standalone ``CLIPVisionModel`` / ``SiglipVisionModel`` has a ``vision_model`` submodule
+    in transformers 4.x and none in 5.x (which strips the prefix on load)."""
     dst, vprefix = in_memory_layout(model_type, transformers_version, architectures)
     out: dict[str, str] = {}
+    if model_type in VISION_ONLY_TYPES:
+        modern = _version(transformers_version) >= (5,)
+        for n in names:
+            bare = n[len("vision_model."):] if n.startswith("vision_model.") else n
+            out[bare if modern else "vision_model." + bare] = n
+        return out
     for n in names:
         mapped = map_name(n, dst, vision_prefix=vprefix) if dst is not TEXT else n
         out[mapped or n] = n
@@ -396,7 +409,7 @@ def disk_to_memory(names: Iterable[str], model_type: str | None, transformers_ve
 
 
 __all__ = [
-    "HF_VLM_TYPES", "ORIGINAL_TYPES", "in_memory_layout", "disk_to_memory",
+    "HF_VLM_TYPES", "ORIGINAL_TYPES", "VISION_ONLY_TYPES", "in_memory_layout", "disk_to_memory",
     "PEFT_PREFIX", "PARTS", "Layout", "Canonical", "LayoutGuess",
     "ORIGINAL", "HF_LEGACY", "HF_MODERN", "TEXT", "LAYOUTS",
     "strip_peft_prefix", "adapter_module_name", "to_canonical", "from_canonical",
