@@ -82,4 +82,8 @@ def llava_extras_hint(layout: RunLayout, extras: list) -> str:
     elif not with_ds:
         parts.append("the projector of these steps was not saved anywhere: without non_lora_trainables.bin the "
                      "projector stays random; use the final output instead")
-    return "; ".join(parts).capitalize() + "."
+    return _sentence("; ".join(parts))
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."

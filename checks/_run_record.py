@@ -168,11 +168,13 @@ def all_zero(points: list[Point]) -> bool:
 
 
 def warmup_unfinished(lr: list[Point]) -> bool:
-    """The learning rate rose (or stayed) at every logged step and ended above where it started."""
+    """The learning rate never fell and was still rising over the last quarter of the logs (a
+    constant schedule after a finished warmup is flat there)."""
     pts = [p for p in lr if p.finite]
     if len(pts) < 5:
         return False
-    return all(b.value >= a.value for a, b in zip(pts, pts[1:], strict=False)) and pts[-1].value > pts[0].value
+    rising_at_end = pts[-1].value > pts[(3 * (len(pts) - 1)) // 4].value
+    return rising_at_end and all(b.value >= a.value for a, b in zip(pts, pts[1:], strict=False))
 
 
 def first_bad_step(rec: Record) -> int | None:

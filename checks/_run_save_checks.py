@@ -71,7 +71,8 @@ def _copy_hint(a: RunAnalysis, st: SaveState) -> str:
         else:
             hints.append(f"{name} was never written: use another save, or recover the weights from the "
                          "DeepSpeed/FSDP shards if the save has them")
-    return "; ".join(hints).capitalize() + "."
+    text = "; ".join(hints)
+    return text[:1].upper() + text[1:] + "."
 
 
 @register
@@ -246,7 +247,7 @@ class CheckpointRecommendation(Check):
         if r.keep is None:
             msg = "no save to recommend: " + "; ".join(r.reasons)
         else:
-            msg = f"keep {r.keep} ({'; '.join(r.reasons)})"
+            msg = f"keep {r.keep_label} ({'; '.join(r.reasons)})"
             if r.delete:
                 msg += "; safe to delete: " + ", ".join(f"{n} ({human_size(b)})" for n, b in r.delete) + \
                        f" ({human_size(r.reclaim)} in all)"

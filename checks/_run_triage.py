@@ -57,17 +57,18 @@ class SaveState:
 
 @dataclass
 class Recommendation:
-    keep: str | None
+    keep: str | None  # a save's name ("checkpoint-400", or "final" for the run folder's own output)
     reasons: list[str]
     delete: list[tuple[str, int]]  # (save name, bytes)
     notes: list[str] = field(default_factory=list)
+    keep_label: str | None = None
 
     @property
     def reclaim(self) -> int:
         return sum(size for _, size in self.delete)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": self.keep, "reasons": self.reasons,
+        return {"keep": self.keep, "keep_label": self.keep_label, "reasons": self.reasons,
                 "delete": [{"name": n, "bytes": b} for n, b in self.delete], "reclaim_bytes": self.reclaim,
                 "notes": self.notes}
 
@@ -262,7 +263,8 @@ def recommend(a: RunAnalysis) -> Recommendation:
         delete.remove(latest)
         notes.append(f"the run stopped at step {rec.global_step} of {rec.max_steps}: {latest.save.name} is kept to resume "
                      "training (it holds the optimizer state)")
-    return Recommendation(keep.save.name, reasons, [(st.save.name, st.save.size) for st in delete], notes)
+    return Recommendation(keep.save.name, reasons, [(st.save.name, st.save.size) for st in delete], notes,
+                          keep_label=keep.save.label)
 
 
 def _order(st: SaveState) -> float:

@@ -138,7 +138,8 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
         if d is not None and d.sampled:
             delta += "*"
         status = st.status if st.complete else f"[yellow]{st.status}[/yellow]"
-        name = f"[green]{st.save.label}[/green] (keep)" if st.save.name == keep else st.save.label
+        label = "final output" if st.save.is_final else st.save.name
+        name = f"[green]{label}[/green] (keep)" if st.save.name == keep else label
         table.add_row(name, "-" if st.save.step is None else str(st.save.step), status, human_size(st.save.size),
                       _num(analysis.train_loss(st)), _num(analysis.eval_loss(st)), delta)
     console.print(table)
@@ -150,7 +151,7 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     console.print()
     r = analysis.recommendation
     if r.keep:
-        console.print(f"[bold green]keep[/bold green] {r.keep}: {'; '.join(r.reasons)}")
+        console.print(f"[bold green]keep[/bold green] {r.keep_label}: {'; '.join(r.reasons)}")
     else:
         console.print(f"[bold yellow]nothing to keep[/bold yellow]: {'; '.join(r.reasons)}")
     for name, size in r.delete:
