@@ -235,6 +235,7 @@ def build_corpus(root: Path) -> list[Sample]:
     add("pkgutil-resolve-name", "pkgutil.resolve_name", "pickle", lambda p, m: write(p, resolve_name(m)))
     add("operator-attrgetter", "operator.attrgetter", "pickle", lambda p, m: write(p, attrgetter(m)))
     add("import-vars-dictget", "builtins.__import__", "pickle", lambda p, m: write(p, import_vars_dictget(m)))
+    add("truncated-no-stop", "builtins.exec", "pickle", lambda p, m: write(p, exec_reduce(m, 2)[:-1]))
     add("concatenated", "builtins.exec", "pickle-all", lambda p, m: write(p, benign_then_evil(m)))
     add("legacy-sysinfo", "builtins.exec", "torch", legacy_with_evil_sysinfo)
     add("zip-stored", "builtins.exec", "torch", lambda p, m: torch_zip(p, exec_reduce(m, 2)))

@@ -145,6 +145,16 @@ def test_wrong_formats_are_named(tmp_path: Path) -> None:
         assert result.issues[0].severity == ("warning" if fmt == "safetensors" else "error")
 
 
+def test_deep_nesting_does_not_crash_the_scanner(tmp_path: Path) -> None:
+    """CPython hashes tuples recursively with no depth guard: a 200,000-deep tuple used as a
+    dict key segfaults a naive simulator (and pickle.load itself)."""
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(b"\x80\x02}" + b")" + b"\x85" * 200_000 + b"Ns" + b"(" + b")" + b"\x85" * 200_000 + b"\x91.")
+    result = scan(path)
+    assert result.format == "pickle" and result.globals == []
+    assert tensor_infos(path) == {}
+
+
 def test_hostile_lengths_do_not_allocate(tmp_path: Path) -> None:
     path = tmp_path / "huge.pkl"
     path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 1 << 62) + b"xx.")

@@ -127,17 +127,15 @@ def _walk_pickles(f: IO[bytes], start: int, end: int, entry: str | None, walk: W
     try:
         first = run_pickle(f, start, end)
     except PickleFormatError as e:
-        if entry is None and head[:1] != b"\x80" and e.offset == start:
-            walk.format, walk.detail = _what_else(head, f)
-            return
-        if entry is None and head[:1] != b"\x80" and _looks_like_text(f, start):
+        seen = keep_partial(walk, e, entry, 1)
+        if not seen and entry is None and head[:1] != b"\x80" and (e.offset == start or _looks_like_text(f, start)):
             walk.format, walk.detail = _what_else(head, f)
             return
         walk.note("malformed", f"not a well-formed pickle: {e} at byte {e.offset}", entry, e.offset)
         return
     walk.streams.append(Stream(entry, 1, first))
     pos = first.end
-    if first.result == MAGIC_NUMBER and type(first.result) is int:
+    if type(first.result) is int and first.result == MAGIC_NUMBER:
         if entry is None:
             walk.format, walk.detail = "torch-legacy", "torch's legacy (non-zip) format"
         pos = _walk_legacy(f, pos, end, entry, walk)
@@ -152,6 +150,7 @@ def _walk_legacy(f: IO[bytes], pos: int, end: int, entry: str | None, walk: Walk
         try:
             run = run_pickle(f, pos, end)
         except PickleFormatError as e:
+            keep_partial(walk, e, entry, index)
             walk.note("malformed", f"legacy torch file: pickle #{index} is malformed: {e} at byte {e.offset}",
                       entry, e.offset)
             return None
@@ -180,6 +179,17 @@ def _walk_legacy(f: IO[bytes], pos: int, end: int, entry: str | None, walk: Walk
     return pos
 
 
+def keep_partial(walk: Walk, error: PickleFormatError, entry: str | None, index: int, extra: bool = False) -> bool:
+    """Keep what a malformed pickle did before it broke: an unpickler runs every opcode up to the
+    failure, so imports and calls seen there are judged like any others. True if it had any."""
+    run = error.run
+    if run is None or not (run.globals or run.problems):
+        return False
+    run.end = error.offset
+    walk.streams.append(Stream(entry, index, run, extra=extra))
+    return True
+
+
 def _legacy_element_sizes(persids: list[Any]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for pid in persids:
@@ -198,9 +208,12 @@ def _walk_extra(f: IO[bytes], pos: int, end: int, entry: str | None, walk: Walk)
         f.seek(pos)
         try:
             run = run_pickle(f, pos, end)
-        except PickleFormatError:
-            walk.note("trailing-data", f"{end - pos:,} bytes after the last pickle are not a pickle", entry, pos,
-                      "warning")
+        except PickleFormatError as e:
+            if keep_partial(walk, e, entry, index + 1, extra=True):
+                walk.note("malformed", f"a truncated pickle follows the data: {e} at byte {e.offset}", entry, e.offset)
+            else:
+                walk.note("trailing-data", f"{end - pos:,} bytes after the last pickle are not a pickle", entry, pos,
+                          "warning")
             return
         index += 1
         walk.streams.append(Stream(entry, index, run, extra=True))

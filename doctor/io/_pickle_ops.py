@@ -21,6 +21,7 @@ from doctor.io._pickle_vm import (
     _State,
     decode_string_literal,
     describe,
+    key,
 )
 
 Op = Callable[[_State, _Reader, int, int], bool]
@@ -200,13 +201,13 @@ def _dict(s: _State, r: _Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     if len(items) % 2:
         raise PickleFormatError("DICT with an odd number of items", offset)
-    s.push({items[i]: items[i + 1] for i in range(0, len(items), 2)})
+    s.push({key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
     return False
 
 
 @op(b"\x91")
 def _frozenset(s: _State, r: _Reader, offset: int, code: int) -> bool:
-    s.push(frozenset(s.pop_mark()))
+    s.push(frozenset(key(item) for item in s.pop_mark()))
     return False
 
 
@@ -215,7 +216,7 @@ def _additems(s: _State, r: _Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     target = s.top()
     if isinstance(target, set):
-        target.update(items)
+        target.update(key(item) for item in items)
     elif isinstance(target, Call):
         target.list_items.extend(items)
     else:
@@ -271,7 +272,7 @@ def _set(target: Any, items: list[Any], offset: int) -> None:
     else:
         raise PickleFormatError(f"SETITEM on {describe(target)}", offset)
     for i in range(0, len(items), 2):
-        dest[items[i]] = items[i + 1]
+        dest[key(items[i])] = items[i + 1]
 
 
 

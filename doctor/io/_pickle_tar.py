@@ -8,7 +8,14 @@ import struct
 import tarfile
 from typing import IO, Any
 
-from doctor.io._pickle_containers import STORAGE_ELEMENT_SIZE, Stream, Walk, _walk_extra, _walk_pickles
+from doctor.io._pickle_containers import (
+    STORAGE_ELEMENT_SIZE,
+    Stream,
+    Walk,
+    _walk_extra,
+    _walk_pickles,
+    keep_partial,
+)
 from doctor.io._pickle_vm import Global, PickleFormatError, run_pickle
 
 
@@ -44,6 +51,7 @@ def _load(handle: IO[bytes], pos: int, end: int, entry: str, walk: Walk) -> tupl
     try:
         run = run_pickle(handle, pos, end)
     except PickleFormatError as e:
+        keep_partial(walk, e, entry, len([s for s in walk.streams if s.entry == entry]) + 1)
         walk.note("malformed", f"not a well-formed pickle: {e} at byte {e.offset}", entry, e.offset)
         return None
     walk.streams.append(Stream(entry, len([s for s in walk.streams if s.entry == entry]) + 1, run))
@@ -76,7 +84,8 @@ def _walk_storages(handle: IO[bytes], size: int, walk: Walk) -> dict[Any, str]:
         if numel < 0 or pos > size:
             walk.note("malformed", "tar checkpoint: storage data runs past the member's end", "storages", pos)
             return types
-        types[args[0]] = kind
+        if isinstance(args[0], (str, int)):
+            types[args[0]] = kind
         handle.seek(pos)
     got = _load(handle, pos, size, "storages", walk)  # storage views
     if got is not None:
@@ -99,7 +108,8 @@ def _walk_tensors(handle: IO[bytes], size: int, walk: Walk, storage_types: dict[
         args, pos = got
         handle.seek(pos)
         raw = handle.read(8)
-        if len(raw) != 8 or not (isinstance(args, tuple) and len(args) == 3):
+        if len(raw) != 8 or not (isinstance(args, tuple) and len(args) == 3 and isinstance(args[0], (str, int))
+                                 and isinstance(args[1], (str, int))):
             walk.note("malformed", "tar checkpoint: a tensor record is truncated", "tensors", pos)
             return
         (ndim,) = struct.unpack("<i", raw[:4])

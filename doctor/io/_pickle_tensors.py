@@ -74,7 +74,7 @@ def _mapping_items(value: Any) -> list[tuple[Any, Any]] | None:
 
 def tensor_meta(value: Any, tar: dict[str, Any] | None = None) -> TensorMeta | None:
     """The dtype and shape of a pickled tensor, or None when ``value`` is not one."""
-    if isinstance(value, PersId) and tar is not None and str(value.pid) in tar:
+    if isinstance(value, PersId) and tar and isinstance(value.pid, (str, int)) and str(value.pid) in tar:
         storage, shape = tar[str(value.pid)]
         return TensorMeta(STORAGE_DTYPES.get(storage, storage or "?"), shape)
     if not (isinstance(value, Call) and isinstance(value.func, Global) and isinstance(value.args, tuple)):

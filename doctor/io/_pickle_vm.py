@@ -26,6 +26,8 @@ class PickleFormatError(Exception):
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(message)
         self.offset = offset
+        # what was read before the failure: an unpickler has already run those opcodes
+        self.run: PickleRun | None = None
 
 
 class Global:
@@ -161,17 +163,27 @@ def run_pickle(f: IO[bytes], start: int, end: int) -> PickleRun:
     state = _State(run)
     while True:
         offset = r.pos
-        code = r.read(1)[0]
+        try:
+            code = r.read(1)[0]
+        except PickleFormatError as e:
+            e.run = run
+            raise
         op = OPS.get(code)
         if op is None:
-            raise PickleFormatError(f"unknown opcode 0x{code:02x}", offset)
+            error = PickleFormatError(f"unknown opcode 0x{code:02x}", offset)
+            error.run = run
+            raise error
         run.opcodes += 1
         try:
             done = op(state, r, offset, code)
-        except PickleFormatError:
+        except PickleFormatError as e:
+            e.run = run
             raise
-        except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, struct.error, OverflowError) as e:
-            raise PickleFormatError(f"{_NAMES.get(code, hex(code))}: {type(e).__name__}: {e}", offset) from None
+        except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, struct.error, OverflowError,
+                RecursionError, MemoryError) as e:
+            error = PickleFormatError(f"{_NAMES.get(code, hex(code))}: {type(e).__name__}: {e}", offset)
+            error.run = run
+            raise error from None
         if done:
             run.end = r.pos
             return run
@@ -225,6 +237,26 @@ class _State:
             self.run.problems.append(Problem(
                 "indirect-call", opcode, offset,
                 f"{opcode} calls {describe(func)}, which is not an imported name: the callable is computed at load time"))
+
+
+_SHALLOW = (str, int, float, bool, bytes, type(None), Global, Call, PersId, Blob, Opaque)
+
+
+class KeyBox:
+    """A nested tuple used as a dict key or set item, hashed by identity: CPython hashes tuples
+    recursively without a depth guard, so a hostile 100,000-deep key would crash the scanner."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: tuple[Any, ...]) -> None:
+        self.value = value
+
+
+def key(value: Any) -> Any:
+    """``value`` made safe to hash (see ``KeyBox``); lists still raise TypeError like pickle."""
+    if isinstance(value, tuple) and not all(isinstance(v, _SHALLOW) for v in value):
+        return KeyBox(value)
+    return value
 
 
 def describe(value: Any) -> str:
