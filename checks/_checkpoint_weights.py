@@ -211,8 +211,9 @@ def ckp_load_prediction(ckp_config: dict[str, Any], ckp_weights: ModelWeights, p
 
 
 def _foreign(pred: LoadPrediction, weights: ModelWeights) -> bool:
-    """Most of the checkpoint does not map onto the model: another layout or another class."""
-    return bool(weights.tensors) and len(set(pred.mapped.values())) < len(pred.expected) / 2
+    """Most of the checkpoint's own tensors match nothing in the model while the model misses
+    tensors: the checkpoint is in another layout or belongs to another class."""
+    return bool(weights.tensors) and bool(pred.missing) and len(pred.unexpected) > len(pred.mapped)
 
 
 def _prediction(value: LoadPrediction | str, weights: ModelWeights) -> LoadPrediction:
