@@ -94,7 +94,7 @@ class PickleWeights(Check):
             yield self.finding(
                 f"{Path(path).name} holds weights as a pickle ({_format(sec_pickle_scans[path].format)}); "
                 "a safetensors copy can replace it",
-                path=path,
+                path=path, hint=_where_fix_writes(path, artifact),
                 fix=Fix(f"write a safetensors copy of {Path(path).name} (new files; the input is kept)",
                         Applicability.SAFE, fixer="safetensors", params={"file": path}),
             )
@@ -112,6 +112,17 @@ def convertible(path: str, artifact: Artifact) -> bool:
     twin = "model" if m.group(1) == "pytorch_model" else "adapter_model"
     folder = Path(artifact.path)  # a safetensors twin already wins in transformers / peft
     return not ((folder / f"{twin}.safetensors").exists() or (folder / f"{twin}.safetensors.index.json").exists())
+
+
+def _where_fix_writes(path: str, artifact: Artifact) -> str:
+    p = Path(path)
+    if Path(artifact.path).is_file():
+        return f"Run `vlm-doctor check {p} --fix`: it writes {p.with_suffix('.safetensors')} beside it."
+    m = re.fullmatch(r"(pytorch_model|adapter_model)(-\d+-of-\d+)?\.bin", p.name)
+    new = ("model" if m and m.group(1) == "pytorch_model" else "adapter_model") + ((m.group(2) if m else "") or "")
+    folder = str(artifact.path).rstrip("/")
+    return (f"Run `vlm-doctor check {folder} --fix`: it writes {folder}-safetensors/ with {new}.safetensors "
+            "and links every other file; the original folder is kept.")
 
 
 def _format(fmt: str) -> str:

@@ -121,6 +121,14 @@ def test_chained_bypasses_are_reported_as_computed_calls(corpus: list[Sample]) -
         assert any(i.kind == "indirect-call" for i in result.issues), name
 
 
+def test_every_opcode_of_every_protocol_is_understood() -> None:
+    import pickletools
+
+    from doctor.io._pickle_ops import OPS
+
+    assert {op.code.encode("latin-1")[0] for op in pickletools.opcodes} == set(OPS)
+
+
 def test_extension_codes_are_unresolvable(tmp_path: Path) -> None:
     path = tmp_path / "ext.pkl"
     path.write_bytes(b"\x80\x02\x82\x07)R.")
