@@ -235,7 +235,8 @@ class IndexTensorNotInShard(Check):
                     yield self.finding(f"{name} is listed in {shard} but stored in {Path(elsewhere.file).name}",
                                        path=str(s.index_path), location=ptr, severity=Severity.WARNING)
                 elif not s.unreadable:
-                    yield self.finding(f"{name} is listed in {shard} but no shard holds it", path=str(s.index_path),
+                    yield self.finding(f"{name} is listed in {shard} but no shard the index names holds it",
+                                       path=str(s.index_path),
                                        location=ptr)
 
 
