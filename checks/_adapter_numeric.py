@@ -80,9 +80,9 @@ def scan_bits(weights: Weights, info: TensorInfo) -> tuple[int, bool]:
     bad, zero = 0, True
     for offset in range(0, total, chunk):
         raw = _read_raw(info, offset, min(chunk, total - offset))
-        bits = np.frombuffer(raw, dtype=view)
-        bad += int(np.count_nonzero((bits & exp_mask) == exp_mask))
-        if zero and np.any(bits & mag_mask):
+        mag = np.frombuffer(raw, dtype=view) & mag_mask   # sign dropped: one temporary
+        bad += int(np.count_nonzero(mag >= exp_mask))   # exponent all ones: Inf or NaN
+        if zero and mag.any():
             zero = False
     return bad, zero
 

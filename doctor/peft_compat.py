@@ -155,12 +155,64 @@ def fields_known_by(version: str) -> frozenset[str]:
 
 
 def installed_lora_fields() -> frozenset[str]:
-    """The installed peft's LoraConfig fields, read from the dataclass. Imports peft (and torch)."""
+    """The installed peft's LoraConfig fields.
+
+    Read from the installed source (the annotated fields of ``LoraConfig``, ``PeftConfig`` and
+    ``PeftConfigMixin``, parsed with ``ast``: importing peft imports torch, seconds of start-up),
+    falling back to ``dataclasses.fields(peft.LoraConfig)`` when the source is not laid out as
+    expected. A test asserts both agree."""
+    fields = _fields_from_source()
+    if fields:
+        return fields
+    return installed_lora_fields_by_import()
+
+
+def installed_lora_fields_by_import() -> frozenset[str]:
+    """``dataclasses.fields(peft.LoraConfig)``: the ground truth. Imports peft (and torch)."""
     import dataclasses
 
     import peft
 
     return frozenset(f.name for f in dataclasses.fields(peft.LoraConfig) if f.init)
+
+
+def _fields_from_source() -> frozenset[str] | None:
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("peft")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    wanted = {root / "tuners" / "lora" / "config.py": {"LoraConfig"},
+              root / "config.py": {"PeftConfig", "PeftConfigMixin"}}
+    found: set[str] = set()
+    seen: set[str] = set()
+    for file, classes in wanted.items():
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name in classes:
+                seen.add(node.name)
+                found |= {s.target.id for s in node.body
+                          if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+                          and not _is_classvar(s.annotation)}
+    if seen != {"LoraConfig", "PeftConfig", "PeftConfigMixin"} or "r" not in found:
+        return None
+    return frozenset(found)
+
+
+def _is_classvar(annotation: object) -> bool:
+    import ast
+
+    text = ast.unparse(annotation) if isinstance(annotation, ast.AST) else ""
+    return text.startswith(("ClassVar", "typing.ClassVar"))
 
 
 def is_default(key: str, value: Any) -> bool:

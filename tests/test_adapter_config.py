@@ -206,8 +206,10 @@ def test_needs_newer_peft_info_and_copy(world, tmp_path):
 def test_peft_compat_table_matches_installed_peft():
     import peft
 
-    # the table of releases agrees with the dataclass of the installed release
-    assert peft_compat.installed_lora_fields() == peft_compat.fields_known_by(peft.__version__)
+    # the table of releases and the source parse agree with the dataclass of the installed release
+    truth = peft_compat.installed_lora_fields_by_import()
+    assert peft_compat.installed_lora_fields() == truth
+    assert peft_compat.fields_known_by(peft.__version__) == truth
     assert peft_compat.unknown_key_behaviour("0.5.0") == peft_compat.IGNORE_SILENTLY
     assert peft_compat.unknown_key_behaviour("0.13.2") == peft_compat.RAISE
     assert peft_compat.unknown_key_behaviour(peft.__version__) == peft_compat.DROP_WITH_WARNING
