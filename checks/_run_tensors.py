@@ -39,7 +39,9 @@ def read_tensor(info: TensorInfo) -> np.ndarray | None:
         return None
     arr = np.frombuffer(raw, dtype=code)
     if info.dtype == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+        wide = np.zeros(arr.size, dtype="<u4")
+        wide.view("<u2")[1::2] = arr  # the high half of a little-endian float32
+        return wide.view("<f4")
     return arr.astype(np.float32, copy=False)
 
 
@@ -69,7 +71,11 @@ def lora_tensors(path: Path | None) -> dict[str, TensorInfo] | None:
     header = read_header(path)
     if header.problems:
         return None
-    return {k: v for k, v in header.tensors.items() if is_lora(k)}
+    return lora_only(header.tensors)
+
+
+def lora_only(tensors: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    return {k: v for k, v in tensors.items() if is_lora(k)}
 
 
 def sample(names: list[str], modules: int = SAMPLE_MODULES) -> list[str]:
@@ -86,7 +92,10 @@ def sample(names: list[str], modules: int = SAMPLE_MODULES) -> list[str]:
 
 
 def delta(old: dict[str, TensorInfo], new: dict[str, TensorInfo], deep: bool) -> Delta | None:
-    """Compare the LoRA tensors both saves share (all with ``deep``, else a spread sample)."""
+    """Compare the LoRA tensors both saves share (all with ``deep``, else a spread sample), one
+    tensor pair in memory at a time."""
+    import numpy as np
+
     common = sorted(n for n in old if n in new and old[n].shape == new[n].shape and old[n].numel > 0)
     if not common:
         return None
@@ -102,9 +111,9 @@ def delta(old: dict[str, TensorInfo], new: dict[str, TensorInfo], deep: bool) ->
         if b is None:
             continue
         d = b - a
-        diff_sq += float((d.astype("float64") ** 2).sum())
-        base_sq += float((a.astype("float64") ** 2).sum())
-        m = float(abs(d).max()) if d.size else 0.0
+        diff_sq += float(np.dot(d, d))
+        base_sq += float(np.dot(a, a))
+        m = float(np.abs(d).max()) if d.size else 0.0
         max_abs = max(max_abs, m) if math.isfinite(m) else math.inf
         compared += 1
     if not compared:

@@ -14,9 +14,10 @@ from typing import Any
 
 from doctor.checks._run_layout import RunLayout, Save, read_json, read_layout
 from doctor.checks._run_record import Record, RecordError, first_bad_step, load_record, value_at
-from doctor.checks._run_tensors import Delta, delta, lora_tensors, torch_zip_summary
+from doctor.checks._run_tensors import Delta, delta, lora_only, torch_zip_summary
 
-from doctor.io.safetensors_header import TensorInfo, read_header
+from doctor.artifacts import checkpoint_step
+from doctor.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 
 @dataclass
@@ -157,10 +158,17 @@ def analyze_run(path: str | Path, deep: bool = False) -> RunAnalysis:
 
 
 def _best_record(layout: RunLayout) -> tuple[Record | None, tuple[str, str] | None]:
-    """The most advanced trainer_state.json (the top-level one wins a tie: save_state at the end)."""
+    """The most advanced trainer_state.json: the top-level one (``save_state`` at the end) or the
+    latest checkpoint's; earlier checkpoints are read only when those are missing or unreadable
+    (each log_history repeats the earlier ones, so reading them all would parse the log N times)."""
+    def order(p: Path) -> float:
+        return float("inf") if p.parent == layout.root else float(checkpoint_step(p.parent.name) or 0)
+
     best: Record | None = None
     error: tuple[str, str] | None = None
-    for path in sorted(layout.state_files, key=lambda p: p.parent != layout.root):
+    for path in sorted(layout.state_files, key=order, reverse=True):
+        if best is not None and best.global_step >= order(path):
+            break  # nothing earlier can be more advanced
         try:
             rec = load_record(path)
         except RecordError as e:
@@ -180,9 +188,9 @@ def save_state(save: Save, layout: RunLayout) -> SaveState:
         if weights is None:
             st.missing.append("adapter_model.safetensors")
         else:
-            _inspect_weights(st, weights)
-            if weights.suffix == ".safetensors" and not st.unreadable:
-                st.lora = lora_tensors(weights)
+            header = _inspect_weights(st, weights)
+            if header is not None:
+                st.lora = lora_only(header.tensors)
         if layout.llava and save.adapter_config and "non_lora_trainables.bin" not in save.names:
             extras = [n for n in ("config.json", "non_lora_trainables.bin") if n not in save.names]
             st.extras_only = not st.missing
@@ -204,20 +212,22 @@ def save_state(save: Save, layout: RunLayout) -> SaveState:
     return st
 
 
-def _inspect_weights(st: SaveState, path: Path) -> None:
+def _inspect_weights(st: SaveState, path: Path) -> SafetensorsHeader | None:
+    """Header-level state of one weights file; the header when it is a readable safetensors file."""
     if path.suffix == ".safetensors":
         header = read_header(path)
         if header.problems:
             st.unreadable = f"{path.name}: {header.problems[0].message}"
-            return
+            return None
         if not header.tensors:
             st.no_tensors = True
         st.empty_tensors += [n for n, t in header.tensors.items() if t.numel == 0]
         st.unfolded += [n for n in header.tensors if ".base_layer." in n][:3]
-    else:
-        summary = torch_zip_summary(path)
-        if summary is not None and summary.data_bytes == 0:
-            st.no_tensors = True  # no storage holds a byte: an empty dict or only [0]-shaped tensors
+        return header
+    summary = torch_zip_summary(path)
+    if summary is not None and summary.data_bytes == 0:
+        st.no_tensors = True  # no storage holds a byte: an empty dict or only [0]-shaped tensors
+    return None
 
 
 def recommend(a: RunAnalysis) -> Recommendation:
@@ -234,7 +244,8 @@ def recommend(a: RunAnalysis) -> Recommendation:
     evaluated = [(a.eval_loss(st), st) for st in healthy]
     evaluated = [(v, st) for v, st in evaluated if v is not None and math.isfinite(v)]
     if evaluated:
-        value, keep = min(evaluated, key=lambda x: (x[0], -(x[1].save.step or 0)))
+        # ties: the later save, and the final output over the checkpoint of the same step
+        value, keep = min(evaluated, key=lambda x: (x[0], -_order(x[1]), not x[1].save.is_final))
         reasons.append(f"lowest eval loss ({value:.4g} at step {keep.save.step}) of {len(evaluated)} evaluated saves")
     elif rec and rec.best_model_checkpoint:
         name = Path(rec.best_model_checkpoint).name
