@@ -76,7 +76,9 @@ def benign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sched = get_linear_schedule_with_warmup(opt, 2, 10)
     torch.save(opt.state_dict(), run / "optimizer.pt")
     torch.save(sched.state_dict(), run / "scheduler.pt")
-    for name in ("training_args.bin", "rng_state.pth", "optimizer.pt", "scheduler.pt"):
+    torch.save({"step": 3, "random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": torch.get_rng_state()}, run / "random_states_0.pkl")  # accelerate save_state
+    for name in ("training_args.bin", "rng_state.pth", "optimizer.pt", "scheduler.pt", "random_states_0.pkl"):
         out[name] = run / name
     return out
 
@@ -173,7 +175,7 @@ def test_hostile_lengths_do_not_allocate(tmp_path: Path) -> None:
 
 # ---- benign files ---------------------------------------------------------------------------
 @pytest.mark.parametrize("key", ["zip", "legacy", "fp8", "training_args.bin", "rng_state.pth", "optimizer.pt",
-                                 "scheduler.pt"])
+                                 "scheduler.pt", "random_states_0.pkl"])
 def test_real_torch_and_trainer_pickles_pass(benign: dict[str, Path], key: str) -> None:
     result = scan(benign[key])
     assert result.ok and not result.issues, result.issues

@@ -10,8 +10,8 @@ each allowed only in its own file and only in the way those files use it ("call"
 
 - ``training_args.bin``: transformers' ``TrainingArguments`` and the enums / accelerate state it
   holds, plus the argument classes of LLaVA and TRL built the same way;
-- ``rng_state*.pth``: numpy's ``RandomState`` array (what transformers' ``safe_globals()``
-  allow-lists when resuming);
+- ``rng_state*.pth`` (and accelerate's ``random_states_N.pkl``): numpy's ``RandomState`` array
+  (what transformers' ``safe_globals()`` allow-lists when resuming);
 - DeepSpeed ZeRO files in ``global_step*/``: its loss scaler, ZeRO stage enum and fragment
   addresses (the names its users allow-list for ``weights_only``).
 
@@ -119,7 +119,7 @@ _DANGEROUS_NAMES = frozenset({
 
 _ROLE_PATTERNS = (
     ("training-args", re.compile(r"^training_args\.bin$")),
-    ("rng-state", re.compile(r"^rng_state(_\d+)?\.pth$")),
+    ("rng-state", re.compile(r"^(rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$")),  # Trainer / accelerate
     ("deepspeed", re.compile(r"(_optim_states|_model_states)\.pt$")),
 )
 _UNVETTED_CLASS = re.compile(r"^[A-Z]\w*(Arguments|Config)$")
