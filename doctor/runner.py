@@ -40,6 +40,7 @@ class Options:
     diff: bool = False
     progress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    max_length: int | None = None  # token budget of the DAT3xx checks (default: from the model/tokenizer)
 
 
 ProgressFactory = Callable[[str, "int | None"], contextlib.AbstractContextManager[Callable[[int], None]]]
