@@ -140,3 +140,11 @@ def language_only_regex(targets: Any, base: BaseModel) -> str | None:
         leaves = sorted({t.rsplit(".", 1)[-1] for t in targets})
         return rf"{re.escape(lang)}\..*\.({'|'.join(map(re.escape, leaves))})"
     return None
+
+
+def pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
+    """peft's ``get_pattern_key``: the first key matching ``(.*\\.)?key$`` wins."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default

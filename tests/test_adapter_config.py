@@ -228,3 +228,13 @@ def _logits(base, adapter):
         model = PeftModel.from_pretrained(model, str(adapter))
     with torch.no_grad():
         return model(**tiny_inputs(base)).logits
+
+
+def test_diff_shows_the_change_and_writes_nothing(world, tmp_path):
+    _, adapter, _ = world
+    src = tmp_path / "adapter"
+    shutil.copytree(adapter, src)
+    report = findings(src, peft_version="0.13.2", diff=True)
+    [outcome] = [x for x in report.fixes if x.fixer == "adapter_config"]
+    assert outcome.diff and '-  "use_dora": false,' in outcome.diff and not outcome.written
+    assert not (tmp_path / "adapter.fixed").exists()
