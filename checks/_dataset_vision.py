@@ -1,0 +1,140 @@
+"""How many tokens one image takes in the text, derived from a model's config.json, the way the
+processors of transformers 5.x expand the image placeholder (read in ``processing_llava.py`` and
+``processing_llava_next.py``):
+
+- llava: ``(image_size // patch) ** 2`` patches, plus the CLS token when
+  ``vision_feature_select_strategy == "full"`` (``"default"`` drops it): 576 for CLIP-336/14.
+  (The model's ``get_image_features`` drops the first token for "default", so a tower without
+  CLS, like SigLIP, loses a patch: 729 - 1.)
+- llava_next: a base tile plus the "anyres" grid for the image's own size: the best
+  ``image_grid_pinpoints`` resolution (``select_best_resolution``), the padding removed
+  (``_get_unpadded_features``), one newline token per row, minus 1 for "default".
+- mllama: one ``<|image|>`` token per image; the pixels reach the text through cross-attention.
+- original LLaVA (``llava_llama``...): from ``mm_vision_tower`` (``clip-vit-large-patch14-336``) and
+  ``mm_vision_select_feature`` ("patch" drops CLS, "cls_patch" keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TOKENS = 576  # CLIP ViT-L/14 at 336 px, LLaVA-1.5
+
+
+@dataclass
+class VisionSpec:
+    family: str
+    description: str
+    per_image: int | None = None  # tokens for every image, when the size does not matter
+    size: int = 336
+    patch: int = 14
+    cls: int = 1  # extra tokens the tower puts before the patches (CLIP's CLS)
+    strategy: str = "default"
+    pinpoints: list[tuple[int, int]] = field(default_factory=list)
+
+    def tokens(self, width: int | None = None, height: int | None = None) -> int:
+        """Tokens for one image of ``width`` x ``height`` px (unknown size: the largest case)."""
+        if self.per_image is not None:
+            return self.per_image
+        side = self.size // self.patch
+        base = side * side + self.cls
+        if not width or not height:  # the most an image can take: one whose shape fills a grid exactly
+            rows_cols = [(h // self.size * side, w // self.size * side) for h, w in self.pinpoints]
+            return max(r * c + r for r, c in rows_cols) + base - (1 if self.strategy == "default" else 0)
+        best_h, best_w = select_best_resolution((height, width), self.pinpoints)
+        unpadded, newlines = unpadded_features(height, width, side, side, best_h // self.size, best_w // self.size)
+        return unpadded + newlines + base - (1 if self.strategy == "default" else 0)
+
+
+def vision_spec(model_dir: str | None) -> VisionSpec:
+    """The spec for ``model_dir``'s config.json; the LLaVA-1.5 default without a model."""
+    if not model_dir:
+        return VisionSpec("default", f"{DEFAULT_TOKENS} per image (assumed: CLIP ViT-L/14 at 336 px as in "
+                                     "LLaVA-1.5; pass --model for the model's own count)", per_image=DEFAULT_TOKENS)
+    config = _read(Path(model_dir) / "config.json")
+    model_type = config.get("model_type")
+    vision = config.get("vision_config") or {}
+    strategy = config.get("vision_feature_select_strategy", "default")
+    if model_type == "mllama":
+        return VisionSpec("mllama", "1 per image (mllama: one <|image|> token; pixels go through cross-attention)",
+                          per_image=1)
+    if model_type in ("llava", "llava_next") or vision:
+        size = int(vision.get("image_size", 224))
+        patch = int(vision.get("patch_size", 32))
+        cls = 0 if "siglip" in str(vision.get("model_type", "")) else 1
+        processor = _read(Path(model_dir) / "processor_config.json")
+        if isinstance(processor.get("num_additional_image_tokens"), int):
+            cls = processor["num_additional_image_tokens"]
+        if model_type == "llava_next":
+            pins = config.get("image_grid_pinpoints") or [[size, size]]
+            spec = VisionSpec("llava_next", "", None, size, patch, cls, strategy, [tuple(p) for p in pins])
+            spec.description = (f"llava_next: {spec.tokens(size, size)} for a {size}x{size} image, up to "
+                                f"{spec.tokens()} by aspect ratio (image_grid_pinpoints)")
+            return spec
+        n = (size // patch) ** 2 + cls - (1 if strategy == "default" else 0)
+        return VisionSpec("llava", f"{n} per image ({size} px / patch {patch}, "
+                                   f"vision_feature_select_strategy {strategy!r})", per_image=n)
+    tower = str(config.get("mm_vision_tower") or "")
+    if tower:
+        m = re.search(r"patch(\d+)(?:-(\d+))?", tower)
+        patch, size = (int(m.group(1)), int(m.group(2) or 224)) if m else (14, 336)
+        select = config.get("mm_vision_select_feature", "patch")
+        n = (size // patch) ** 2 + (1 if select == "cls_patch" else 0)
+        return VisionSpec("llava-original", f"{n} per image ({tower}, mm_vision_select_feature {select!r})",
+                          per_image=n)
+    return VisionSpec("default", f"{DEFAULT_TOKENS} per image (assumed: {model_dir}/config.json names no "
+                                 "vision tower)", per_image=DEFAULT_TOKENS)
+
+
+def max_length_of(model_dir: str | None, tokenizer_dir: str | None) -> tuple[int | None, str]:
+    """The training length budget and where it came from."""
+    if model_dir:
+        config = _read(Path(model_dir) / "config.json")
+        if isinstance(config.get("tokenizer_model_max_length"), int):  # original LLaVA records it
+            return config["tokenizer_model_max_length"], "tokenizer_model_max_length in config.json"
+    for folder in (tokenizer_dir, model_dir):
+        if folder:
+            value = _read(Path(folder) / "tokenizer_config.json").get("model_max_length")
+            if isinstance(value, (int, float)) and 0 < value < 1e7:
+                return int(value), f"model_max_length in {folder}/tokenizer_config.json"
+    return None, ""
+
+
+def select_best_resolution(original: tuple[int, int], possible: list[tuple[int, int]]) -> tuple[int, int]:
+    """transformers' ``image_processing_utils.select_best_resolution``: (height, width)."""
+    height0, width0 = original
+    best, best_effective, best_waste = possible[0], 0, math.inf
+    for height, width in possible:
+        scale = min(width / width0, height / height0)
+        effective = min(int(width0 * scale) * int(height0 * scale), width0 * height0)
+        waste = width * height - effective
+        if effective > best_effective or (effective == best_effective and waste < best_waste):
+            best, best_effective, best_waste = (height, width), effective, waste
+    return best
+
+
+def unpadded_features(height: int, width: int, patches_h: int, patches_w: int, scale_h: int,
+                      scale_w: int) -> tuple[int, int]:
+    """``LlavaNextProcessor._get_unpadded_features``: (features, newline features)."""
+    current_h, current_w = patches_h * scale_h, patches_w * scale_w
+    if width / height > current_w / current_h:
+        new_h = int(round(height * (current_w / width), 7))
+        current_h -= (current_h - new_h) // 2 * 2
+    else:
+        new_w = int(round(width * (current_h / height), 7))
+        current_w -= (current_w - new_w) // 2 * 2
+    return current_h * current_w, current_h
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            value = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
