@@ -182,6 +182,16 @@ def test_real_torch_and_trainer_pickles_pass(benign: dict[str, Path], key: str) 
     assert result.format == ("torch-legacy" if key == "legacy" else "torch-zip")
 
 
+def test_inert_object_of_training_args(benign: dict[str, Path]) -> None:
+    from doctor.io.pickle_scan import inert_object
+
+    obj = inert_object(benign["training_args.bin"])
+    assert obj.func.full == "transformers.training_args.TrainingArguments"
+    assert obj.state["learning_rate"] == 5e-05
+    assert obj.state["lr_scheduler_type"].func.name == "SchedulerType"
+    assert obj.state["lr_scheduler_type"].args == ("linear",)
+
+
 def test_trainer_extras_only_in_their_own_file(benign: dict[str, Path], tmp_path: Path) -> None:
     renamed = tmp_path / "pytorch_model.bin"
     renamed.write_bytes(benign["training_args.bin"].read_bytes())

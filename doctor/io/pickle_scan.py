@@ -36,7 +36,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _USES = {"call": "called", "new": "instantiated", "build": "given state"}
 
 __all__ = ["ScanIssue", "ScanResult", "TensorMeta", "UnsafePickleError", "scan", "tensor_infos", "safe_load",
-           "torch_load_is_safe", "PICKLE_FORMATS", "PICKLE_SUFFIXES"]
+           "inert_object", "torch_load_is_safe", "PICKLE_FORMATS", "PICKLE_SUFFIXES"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,23 @@ def tensor_infos(path: str | os.PathLike[str]) -> dict[str, TensorMeta]:
         reason = next((m for k, m, *_ in walk.notes if k == "malformed"), walk.detail or walk.format)
         raise ArtifactError(f"{path}: no readable state-dict pickle ({reason})")
     return collect(main.run.result, walk.tar_tensors)
+
+
+def inert_object(path: str | os.PathLike[str]) -> Any:
+    """The saved object of a pickle file as the scanner's inert stand-ins: dicts, lists, tuples and
+    plain values as themselves; imports as ``Global`` (``.module``, ``.name``); calls and object
+    builds as ``Call`` (``.func``, ``.args``, ``.state`` = the BUILD state, ``.items``). Nothing is
+    imported or called, so it is safe on any file; check ``scan(path).ok`` before trusting it.
+    Raises ``ArtifactError`` when there is no readable main pickle."""
+    path = str(path)
+    try:
+        walk = walk_file(path)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read: {e.strerror or e}") from None
+    main = _main_stream(walk)
+    if main is None:
+        raise ArtifactError(f"{path}: no readable pickle ({walk.detail or walk.format})")
+    return main.run.result
 
 
 def _main_stream(walk: Walk) -> Stream | None:
