@@ -75,7 +75,7 @@ def _draw_loss(ax: Any, rec: Any, codes: set[str]) -> None:
                 transform=ax.transAxes)
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, bbox_to_anchor=(1.0, 0.9))
+    ax.legend(loc="best", fontsize=8)
 
 
 def _draw_lr(ax: Any, rec: Any, codes: set[str]) -> None:

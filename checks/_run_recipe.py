@@ -107,11 +107,13 @@ class LoraRecipeDiffers(Check):
         if config is None and not args:
             raise Skip("no adapter_config.json and no readable training_args.bin in the run")
         diffs: list[str] = []
+        key = None
         if config is not None:
             r, alpha = config.get("r"), config.get("lora_alpha")
             if isinstance(r, (int, float)) and isinstance(alpha, (int, float)) and r > 0:
                 scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
                 if (r, alpha) != (RECIPE["r"], RECIPE["lora_alpha"]):
+                    key = "r" if r != RECIPE["r"] else "lora_alpha"
                     diffs.append(f"r {r}, lora_alpha {alpha} (scale {scale:.3g}; recipe r 128, alpha 256: scale 2)")
         lr = args.get("learning_rate")
         source = "learning_rate"
@@ -125,8 +127,8 @@ class LoraRecipeDiffers(Check):
             diffs.append(f"mm_projector_lr {fmt(mm_lr)} (recipe 2e-5)")
         if diffs:
             yield self.finding("differs from LLaVA v1.5's LoRA recipe: " + "; ".join(diffs),
-                               path=where or str(run_analysis.layout.root),
-                               location=Location(key="r") if config is not None and "r " in diffs[0][:2] else None)
+                               path=where if key else str(run_analysis.layout.root),
+                               location=Location(key=key) if key else None)
 
 
 @register

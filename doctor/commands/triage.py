@@ -104,7 +104,7 @@ def _require_matplotlib() -> None:
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib, which is not installed: pip install 'vlm-doctor[plot]' "
-                         "(or pip install 'matplotlib>=3.5'); run without --plot for the table alone")
+                         "(or pip install 'matplotlib>=3.6'); run without --plot for the table alone")
 
 
 def render_full(analysis: Any, report: Any, version: str, color: bool = False, width: int = 110) -> str:
