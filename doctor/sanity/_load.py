@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ def plan(model: str, adapter: str | None, base: str | None, device: str, dtype: 
         raise UsageError(f"{compare[0]}: no such base model folder")
     cfg = _read_json(Path(model) / "config.json")
     family = cfg.get("model_type") if isinstance(cfg, dict) else None
-    return Plan(model, adapter, compare, resolve_device(device), resolve_dtype(dtype, device), quantization, family)
+    return Plan(model, adapter, compare, resolve_device(device), resolve_dtype(dtype, device, quantization), quantization,
+                family)
 
 
 def _adapter_base(adapter: Path) -> str:
@@ -106,13 +108,15 @@ def resolve_device(device: str) -> str:
     raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
+def resolve_dtype(dtype: str, device: str, quantization: str | None = None) -> str:
     if dtype not in ("auto", *TORCH_DTYPES):
         raise UsageError(f"unknown dtype {dtype!r}: use auto, fp16, bf16 or fp32")
     if dtype != "auto":
         return dtype
     if not resolve_device(device).startswith("cuda"):
         return "fp32"  # half precision on CPU is slow and some kernels lack it
+    if quantization == "8bit":
+        return "fp16"  # LLM.int8 matmuls run in fp16; bf16 inputs are cast (bitsandbytes says so per call)
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -282,6 +286,9 @@ def quiet(keep_warnings: bool = False) -> Iterator[None]:
     from transformers.utils import logging as tlog
 
     level = tlog.get_verbosity()
+    bnb = logging.getLogger("bitsandbytes")
+    bnb_level = bnb.level
+    bnb.setLevel(logging.ERROR)
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
     try:
@@ -295,6 +302,7 @@ def quiet(keep_warnings: bool = False) -> Iterator[None]:
     finally:
         tlog.set_verbosity(level)
         tlog.enable_progress_bar()
+        bnb.setLevel(bnb_level)
 
 
 def _oom_message(folder: str, p: Plan, need: int | None, free: int | None) -> str:
