@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from doctor.checks._dataset_common import DROP, Problem, Problems
 from doctor.checks._dataset_images import ERROR, MISSING, Prober, pillow_max_pixels
 
-from doctor.findings import Location, Severity
+from doctor.findings import Applicability, Fix, Location, Severity
 
 if TYPE_CHECKING:
     from doctor.checks._dataset_scan import DatasetScan
@@ -38,7 +38,8 @@ class ImageReport:
     heights: array = field(default_factory=lambda: array("I"))
     formats: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
-    bad: set[str] = field(default_factory=set)  # paths whose records a drop fix removes
+    bad: dict[str, str] = field(default_factory=dict)  # path -> "CODE detail", for the drop fix
+    drop: Fix | None = None  # offered by the error findings; carries ``bad`` to the fixer
     seconds: float = 0.0
 
     def size_of(self, ref_id: int) -> tuple[int, int] | None:
@@ -52,6 +53,7 @@ def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] |
     given = bool(options.image_folder)
     root = str(Path(options.image_folder) if given else Path(scan.path).resolve().parent)
     report = ImageReport(level=options.images, root=root, root_given=given)
+    report.drop = Fix(DROP.description, Applicability.UNSAFE, DROP.fixer, {"images": report.bad})
     if options.images == "none":
         report.skipped = "image checks are off (--images none)"
         return report
@@ -107,9 +109,9 @@ def _add(report: ImageReport, scan: DatasetScan, ref: str, ref_id: int, code: st
          detail: str) -> None:
     first, parts = scan.pointer_of_ref(ref_id)
     sev = Severity.ERROR if severity == ERROR else Severity.WARNING
-    fix = DROP if sev is Severity.ERROR else None
+    fix = report.drop if sev is Severity.ERROR else None
     if fix is not None:
-        report.bad.add(ref)
+        report.bad.setdefault(ref, f"{code}: {detail}")
     report.problems.add(code, Problem(
         f"image {ref!r} (record {first}): {detail}", first, Location.json_pointer(first, *parts),
         scan.lines[first] if first < len(scan.lines) else None, severity=sev, fix=fix, path=scan.path))

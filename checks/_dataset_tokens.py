@@ -45,7 +45,7 @@ class TokenReport:
     spec: VisionSpec | None = None
     template: Overhead | None = None
     tokenizer: str = ""
-    drop: set[int] = field(default_factory=set)
+    drop: dict[int, str] = field(default_factory=dict)  # record -> "CODE why", for the drop fix
     seconds: float = 0.0
 
 
@@ -189,13 +189,13 @@ def _judge(report: TokenReport, scan: DatasetScan, i: int, rec: dict, line: int,
     size = f"about {total:,} tokens ({images:,} of them image tokens)"
     cut = next(((s, e) for s, e in spans if e > limit), None)
     if cut is not None:
-        report.drop.add(i)
+        report.drop[i] = f"{IMAGE_CUT}: the token budget cuts through its image tokens"
         report.problems.add(IMAGE_CUT, Problem(
             f"{describe(i, rec)}: {size} > max length {limit:,}; the image tokens at {cut[0]:,}-{cut[1]:,} cross "
             "the limit: transformers' processor truncates inside them and the model raises \"Image features "
             "and image tokens do not match\" (LLaVA trains on a partial image)", i, where.pointer, line, fix=drop))
     elif first_answer is not None and first_answer >= limit:
-        report.drop.add(i)
+        report.drop[i] = f"{ANSWERS_CUT}: every answer lies past the token budget"
         report.problems.add(ANSWERS_CUT, Problem(
             f"{describe(i, rec)}: {size}; the first answer starts at token {first_answer:,}, past max length "
             f"{limit:,}: every label is masked, the record trains nothing", i, where.pointer, line, fix=drop))
