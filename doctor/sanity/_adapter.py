@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity._load import apply_adapter, load_model, quiet
+from doctor.sanity._load import apply_adapter, load_model
 from doctor.sanity._memory import release
+from doctor.sanity._quiet import quiet
 from doctor.sanity._stages import Session
 from doctor.sanity._types import StageResult
 

@@ -7,12 +7,8 @@ re-initialised for a shape mismatch; each group becomes a finding that names the
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typing import Any
 from doctor.errors import UsageError
 from doctor.sanity import _keys
 from doctor.sanity._memory import estimate_bytes, free_memory, gib, is_oom
+from doctor.sanity._quiet import quiet, short
 from doctor.sanity._types import StageResult
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -181,7 +178,7 @@ def load_model(folder: str, p: Plan, stage: StageResult) -> Any | None:
         if is_oom(e):
             stage.add(_oom_message(folder, p, need, free_memory(p.device)), path=folder, hint=_oom_hint(p))
         else:
-            stage.add(f"loading {folder} raised {type(e).__name__}: {_short(e)}", path=folder,
+            stage.add(f"loading {folder} raised {type(e).__name__}: {short(e)}", path=folder,
                       hint="Read the error: a wrong config, a missing shard or a transformers version that "
                            "does not know this layout are the usual causes (run `vlm-doctor check` on the folder).")
         return None
@@ -247,7 +244,7 @@ def _processor(p: Plan, stage: StageResult) -> Any:
         with quiet():
             processor = AutoProcessor.from_pretrained(p.model, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001
-        stage.add(f"AutoProcessor could not load from {p.model}: {type(e).__name__}: {_short(e)}", path=p.model,
+        stage.add(f"AutoProcessor could not load from {p.model}: {type(e).__name__}: {short(e)}", path=p.model,
                   hint="Copy the processor files (preprocessor_config.json / processor_config.json, tokenizer files, "
                        "chat_template.json) from the base model.")
         return None
@@ -268,41 +265,16 @@ def apply_adapter(model: Any, adapter: str, stage: StageResult) -> Any | None:
             warnings.simplefilter("always")
             peft_model = PeftModel.from_pretrained(model, adapter).eval()
     except Exception as e:  # noqa: BLE001
-        stage.add(f"peft could not apply {adapter}: {type(e).__name__}: {_short(e)}", path=adapter,
+        stage.add(f"peft could not apply {adapter}: {type(e).__name__}: {short(e)}", path=adapter,
                   hint="Check that the adapter was trained on this base (`vlm-doctor check` on the adapter).")
         return None
     for w in caught:
         text = str(w.message)
         if "missing adapter keys" in text:
-            stage.add(f"peft dropped adapter tensors: {_short(text, 400)}", path=adapter,
+            stage.add(f"peft dropped adapter tensors: {short(text, 400)}", path=adapter,
                       hint="The adapter's key layout does not match this base's modules (a different family or "
                            "transformers layout); rename the keys or merge in the layout it was saved in.")
     return peft_model
-
-
-@contextlib.contextmanager
-def quiet(keep_warnings: bool = False) -> Iterator[None]:
-    """Silence transformers' progress bars, load report and stray prints while loading."""
-    from transformers.utils import logging as tlog
-
-    level = tlog.get_verbosity()
-    bnb = logging.getLogger("bitsandbytes")
-    bnb_level = bnb.level
-    bnb.setLevel(logging.ERROR)
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            if keep_warnings:
-                yield
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    yield
-    finally:
-        tlog.set_verbosity(level)
-        tlog.enable_progress_bar()
-        bnb.setLevel(bnb_level)
 
 
 def _oom_message(folder: str, p: Plan, need: int | None, free: int | None) -> str:
@@ -316,8 +288,3 @@ def _oom_hint(p: Plan) -> str:
         return ("Use --load-4bit (about a quarter of fp16) or --load-8bit, free the GPU, or run on a larger one; "
                 "--device cpu works with enough RAM.")
     return "Free memory, run on a GPU (--device cuda), or test a smaller model."
-
-
-def _short(e: object, n: int = 300) -> str:
-    s = " ".join(str(e).split())
-    return s if len(s) <= n else s[: n - 3] + "..."

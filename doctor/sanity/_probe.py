@@ -21,7 +21,7 @@ from typing import Any
 from doctor.errors import UsageError
 from doctor.findings import Severity
 from doctor.sanity import _inputs
-from doctor.sanity._load import quiet
+from doctor.sanity._quiet import quiet
 from doctor.sanity._stages import Session
 from doctor.sanity._types import StageResult
 

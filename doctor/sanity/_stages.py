@@ -9,8 +9,9 @@ from typing import Any
 from doctor.findings import Severity
 from doctor.sanity import _inputs
 from doctor.sanity._diagnose import image_path_problems, nonfinite_parameters
-from doctor.sanity._load import Loaded, Plan, quiet
+from doctor.sanity._load import Loaded, Plan
 from doctor.sanity._memory import gib, is_oom
+from doctor.sanity._quiet import quiet
 from doctor.sanity._types import StageResult
 
 # Stage 4: the image "matters" when swapping it changes the next-token logits by more than this
