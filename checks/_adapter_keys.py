@@ -70,9 +70,13 @@ def _land(saved: str, base: BaseModel, converts: bool) -> tuple[str | None, str]
     found = layouts.to_canonical(saved)
     if found is None:
         return None, ""
-    src = found[0]
+    src, canon = found
+    # Observed with peft 0.21.2 / transformers 5.24 (tests/test_adapter_targets.py): the rename
+    # covers llava / llava_next names, but mllama's ``vision_model.*`` keys are left as they are.
+    if canon.part == "vision" and canon.vision_style == "model":
+        return None, ""
     if converts and src is layouts.HF_LEGACY and base.layout is layouts.HF_MODERN:
-        return layouts.from_canonical(found[1], base.layout, base.vision_prefix), "peft"
+        return layouts.from_canonical(canon, base.layout, base.vision_prefix), "peft"
     return None, ""
 
 

@@ -59,15 +59,18 @@ def resolve(config: dict[str, Any], base: BaseModel) -> Resolution:
     per_entry: dict[str, list[str]] = {t: [] for t in targets}
     matched_set: set[str] = set()
     layer_filter = _layer_filter(config)
-    for n in names:
-        if n in excluded:
-            continue
-        hit = [t for t in targets if n == t or n.endswith("." + t)]
-        if not hit or not layer_filter(n):
-            continue
-        for t in hit:
-            per_entry[t].append(n)
-        matched_set.add(n)
+    try:
+        for n in names:
+            if n in excluded:
+                continue
+            hit = [t for t in targets if n == t or n.endswith("." + t)]
+            if not hit or not layer_filter(n):
+                continue
+            for t in hit:
+                per_entry[t].append(n)
+            matched_set.add(n)
+    except (re.error, TypeError) as e:
+        return Resolution("invalid", error=f"layers_to_transform / layers_pattern cannot be used: {e}")
     return _finish(Resolution("list", sorted(matched_set), per_entry), base)
 
 
@@ -145,6 +148,9 @@ def language_only_regex(targets: Any, base: BaseModel) -> str | None:
 def pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
     """peft's ``get_pattern_key``: the first key matching ``(.*\\.)?key$`` wins."""
     for key, value in pattern.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
+        try:
+            if re.match(rf"(.*\.)?({key})$", module):
+                return value
+        except re.error:  # reported by ADP005
+            continue
     return default

@@ -5,6 +5,7 @@ parts into one checkpoint is the merge fixer's work."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ class XtunerProjectorMismatch(Check):
         if cfg.get("model_type") != "projector":
             yield self.finding(f"projector/config.json model_type is {cfg.get('model_type')!r}, not 'projector'",
                                path=proj.config.file, location=Location(key="model_type"), severity=Severity.WARNING)
-        linears = sorted((int(k.split(".")[1]), k) for k in tensors if k.startswith("model.") and k.endswith(".weight"))
+        linears = sorted((int(m.group(1)), k) for k in tensors if (m := re.fullmatch(r"model\.(\d+)\.weight", k)))
         if len(linears) != depth:
             yield self.finding(f"depth is {depth} but the weights hold {len(linears)} Linear layers",
                                path=proj.config.file, location=Location(key="depth"))

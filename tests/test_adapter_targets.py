@@ -227,3 +227,67 @@ def test_checking_reads_headers_only(world, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("changes", [
+    {"target_modules": 5}, {"target_modules": "("}, {"target_modules": ["q_proj", 3]},
+    {"rank_pattern": {"(": 4}}, {"rank_pattern": [1]}, {"alpha_pattern": {"q_proj": "x"}},
+    {"layers_to_transform": "x"}, {"layers_to_transform": [0], "layers_pattern": "("},
+    {"r": "8"}, {"lora_alpha": None}, {"modules_to_save": "lm_head"}, {"exclude_modules": "("},
+    {"target_modules": None}, {"use_rslora": True, "r": 0}, {"base_model_name_or_path": 7},
+    {"target_modules": "all-linear"}, {"exclude_modules": ["q_proj"]},
+])
+def test_bad_config_values_never_crash(world, tmp_path, changes):
+    base, _, lang, _ = world
+    bad = rewrite(lang, tmp_path / "bad", **changes)
+    report = check(bad, base)   # asserts no DOC001 internal error
+    assert report.results
+
+
+@pytest.mark.parametrize("config", [
+    {"target_modules": "all-linear"},   # every Linear but lm_head: vision tower and projector too
+    {"target_modules": ["q_proj", "fc1", "linear_2"]},
+    {"target_modules": r".*language_model.*\.(q_proj|down_proj)"},
+    {"target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1], "layers_pattern": "layers"},
+    {"target_modules": ["q_proj", "v_proj", "fc2"], "exclude_modules": ["v_proj"]},
+    {"target_modules": "all-linear", "modules_to_save": ["multi_modal_projector"]},
+])
+def test_target_resolution_matches_peft(world, config):
+    """Modules resolved from tensor headers == modules the real get_peft_model wraps."""
+    from doctor.checks._adapter_io import load_base
+    from doctor.checks._adapter_targets import resolve
+
+    base, _, _, _ = world
+    ours = set(resolve(config, load_base(base.path, transformers.__version__)).matched)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base.path)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, **config))
+    theirs = {n.removeprefix("base_model.model.") for n, m in wrapped.named_modules()
+              if hasattr(m, "lora_A") and "modules_to_save" not in n and "original_module" not in n}
+    assert ours == theirs and ours
+    if config["target_modules"] == "all-linear":
+        assert any("vision_tower" in n for n in ours) and "lm_head" not in ours
+
+
+@pytest.mark.parametrize("family", ["llava_next", "mllama"])
+def test_other_families_resolve_and_land_like_peft(tmp_path, family):
+    from doctor.checks._adapter_io import load_base
+    from doctor.checks._adapter_targets import resolve
+
+    base = make_llava_model(tmp_path / "base", family=family)
+    config = {"target_modules": "all-linear"}
+    ours = set(resolve(config, load_base(base.path, transformers.__version__)).matched)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base.path)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, **config))
+    theirs = {n.removeprefix("base_model.model.") for n, m in wrapped.named_modules() if hasattr(m, "lora_A")}
+    assert ours == theirs
+    # an adapter saved with transformers 4.x names on this family: peft renames, we predict it
+    adapter = make_lora_adapter(base, tmp_path / "bare", target_modules=["q_proj", "v_proj"])
+    legacy = rewrite(adapter, tmp_path / "legacy", key_fn=lambda k: layouts.map_name(k, layouts.HF_LEGACY))
+    report = check(legacy, base, fix=True)
+    found, total = landed(base, legacy)
+    dropped = only(report, "ADP016")
+    if family == "llava_next":
+        assert not dropped and found == total > 0
+    else:  # peft 0.21 leaves mllama's legacy vision_model.* keys unrenamed: they are dropped
+        assert dropped and dropped[0].message.startswith(f"{(total - found)} of {total}")
+        assert landed(base, tmp_path / "legacy.fixed") == (total, total)
