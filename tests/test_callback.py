@@ -90,15 +90,31 @@ def test_without_raising_the_run_stops_after_one_step(tmp_path, vlm_log):
     assert any("stopping the run" in m for m in vlm_log.messages)
 
 
-def test_live_peft_config_is_checked_without_false_alarms(tmp_path):
+def test_live_peft_config_and_model_config_are_checked_without_false_alarms(tmp_path):
     from doctor.integrations import DoctorCallback
 
     cb = DoctorCallback(check_saves=False)
     train(tmp_path / "out", callbacks=[cb], evaluate=False, max_steps=2, save_steps=100)
     report = cb.begin_report
-    assert [a.kind for a in report.artifacts] == ["adapter"]  # the live peft_config, written to a temp folder
-    assert not [f for f in report.findings if f.code.startswith("ADP") and f.severity.value != "info"], \
+    # the live peft_config and the in-memory model's config.json, written to a temp folder
+    assert sorted(a.kind for a in report.artifacts) == ["adapter", "model"]
+    assert not [f for f in report.findings if f.code[:3] in ("ADP", "CKP") and f.severity.value != "info"], \
         [(f.code, f.message) for f in report.findings]
+
+
+def test_tokenizer_larger_than_the_embedding_stops_training(tmp_path):
+    from transformers import AutoTokenizer
+
+    from doctor.integrations import DoctorCallback
+    from doctor.testing.tokenizer import make_tokenizer
+
+    make_tokenizer(tmp_path / "tok", vocab_size=300)  # + <image> and <pad>: 302 tokens
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    with pytest.raises(ChecksFailed) as e:  # the model's embedding has 300 rows: tokens added, never resized
+        train(tmp_path / "out", callbacks=[DoctorCallback()], evaluate=False, processing_class=tokenizer, vocab=300)
+    assert {f.code[:3] for f in e.value.blocking} == {"CKP"}, [(f.code, f.message) for f in e.value.blocking]
+    assert any("302" in f.message for f in e.value.blocking)
+    assert {f.path.split("/")[0] for f in e.value.blocking} == {"<in-memory model>"}  # not a temp folder
 
 
 def test_saves_are_checked_in_the_background(tmp_path, vlm_log):

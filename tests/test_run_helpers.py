@@ -144,7 +144,7 @@ NAN = math.nan
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def tiny_peft_model(seed: int = 0) -> Any:
+def tiny_peft_model(seed: int = 0, vocab: int = 64) -> Any:
     """A 2-layer LlamaForCausalLM (vocab 64, hidden 16) with LoRA r 8 on every linear layer.
     initializer_range 0.3 so that a few steps visibly lower the loss."""
     import torch
@@ -152,7 +152,7 @@ def tiny_peft_model(seed: int = 0) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
                          initializer_range=0.3)
     return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS,
@@ -179,7 +179,8 @@ def token_dataset(ignore_labels: bool = False, n: int = 4) -> Any:
 
 
 def train(out: Path, *, ignore_labels: bool = False, lr: float = 5e-2, max_steps: int = 12, save_steps: int = 3,
-          evaluate: bool = True, callbacks: list[Any] | None = None, dataset: Any = None) -> Any:
+          evaluate: bool = True, callbacks: list[Any] | None = None, dataset: Any = None,
+          processing_class: Any = None, vocab: int = 64) -> Any:
     """A real transformers Trainer run on CPU (a few seconds); returns the Trainer."""
     from transformers import Trainer, TrainingArguments
 
@@ -189,7 +190,8 @@ def train(out: Path, *, ignore_labels: bool = False, lr: float = 5e-2, max_steps
         per_device_eval_batch_size=4, learning_rate=lr, warmup_steps=2, report_to=[], use_cpu=True,
         dataloader_num_workers=0, disable_tqdm=True, seed=0)
     data = dataset if dataset is not None else token_dataset(ignore_labels)
-    trainer = Trainer(model=tiny_peft_model(), args=args, train_dataset=data,
-                      eval_dataset=token_dataset(ignore_labels) if evaluate else None, callbacks=callbacks)
+    trainer = Trainer(model=tiny_peft_model(vocab=vocab), args=args, train_dataset=data,
+                      eval_dataset=token_dataset(ignore_labels) if evaluate else None, callbacks=callbacks,
+                      processing_class=processing_class)
     trainer.train()
     return trainer

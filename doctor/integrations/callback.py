@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -30,9 +31,16 @@ from doctor.report import ChecksFailed, Report
 
 logger = hf_logging.get_logger("transformers.vlm_doctor")
 
-# Codes that mean nothing for a config written from memory: it has no weights on purpose, and an
-# in-memory base has no folder to resolve.
-_CONFIG_ONLY_IGNORED = frozenset({"ADP014", "ADP012"})
+# Codes that mean nothing for configs written from memory: the folders hold no weights on purpose
+# (ADP014 adapter weights, CKP101 model weights), an in-memory base has no folder to resolve
+# (ADP012), and without a tokenizer object there are no tokenizer/processor files (CKP4xx).
+_LIVE_ABSENT = frozenset({"ADP014", "ADP012", "CKP101"})
+
+
+def _absent_on_purpose(f: Finding, tmp: Path, wrote_processor: bool) -> bool:
+    if not f.path.startswith(str(tmp)):
+        return False
+    return f.code in _LIVE_ABSENT or (f.code.startswith("CKP4") and not wrote_processor)
 
 
 class TrainingBlocked(ChecksFailed):
@@ -95,9 +103,12 @@ class DoctorCallback(TrainerCallback):
         from doctor.runner import check
 
         model_path = self.model_path or _local_name_or_path(model)
-        tmp = Path(tempfile.mkdtemp(prefix="vlm-doctor-peft-config-"))
+        processing = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        tmp = Path(tempfile.mkdtemp(prefix="vlm-doctor-live-"))
         try:
-            config_dirs = _write_peft_configs(model, tmp)
+            config_dirs = _write_peft_configs(model, tmp / "peft")
+            if model_path is None and model is not None:
+                config_dirs += _write_model_config(model, processing, tmp / "model")
             paths = [*self.datasets, *([model_path] if model_path else []), *self.adapters, *map(str, config_dirs)]
             if _has_checkpoints(args.output_dir):
                 paths.append(str(args.output_dir))
@@ -108,8 +119,8 @@ class DoctorCallback(TrainerCallback):
                            image_folder=self.image_folder, tokenizer=self.tokenizer or model_path, **self.options)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        report.findings = [f for f in report.findings if not (f.path.startswith(str(tmp)) and (
-            f.code in _CONFIG_ONLY_IGNORED))]
+        report.findings = [_relabel(f, tmp) for f in report.findings
+                           if not _absent_on_purpose(f, tmp, processing is not None)]
         self.begin_report = report
         for f in report.sorted_findings():
             _log(f.to_dict())
@@ -198,6 +209,40 @@ def _write_peft_configs(model: Any, root: Path) -> list[Path]:
             continue
         out.append(folder)
     return out
+
+
+def _relabel(f: Finding, tmp: Path) -> Finding:
+    """Findings on the temp copies name what they are about: the live model or peft_config."""
+    if not f.path.startswith(str(tmp)):
+        return f
+    parts = Path(f.path).relative_to(tmp).parts
+    if parts[:1] == ("model",):
+        where = "<in-memory model>"
+        rest = parts[1:]
+    elif parts[:1] == ("peft",) and len(parts) > 1:
+        where = f"<in-memory peft_config[{parts[1]!r}]>"
+        rest = parts[2:]
+    else:
+        return f
+    return dataclasses.replace(f, path="/".join((where, *rest)))
+
+
+def _write_model_config(model: Any, processing: Any, folder: Path) -> list[Path]:
+    """The live model's config.json (and its tokenizer/processor files, when the Trainer has one),
+    for a model built in memory: its vocab, image-token and vision settings get checked too."""
+    base = getattr(model, "get_base_model", None)
+    inner = base() if callable(base) else model
+    config = getattr(inner, "config", None)
+    if config is None or not hasattr(config, "save_pretrained"):
+        return []
+    try:
+        config.save_pretrained(str(folder))
+        if processing is not None and hasattr(processing, "save_pretrained"):
+            processing.save_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - never fail a training run on our own bookkeeping
+        logger.warning(f"vlm-doctor: could not write the model config to check it: {e}")
+        return []
+    return [folder]
 
 
 def _has_checkpoints(output_dir: str | None) -> bool:
