@@ -160,7 +160,10 @@ def _key_mapper(model: Any, expected: dict[str, Any]) -> Callable[[str], tuple[s
         from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
     except ImportError:
         return _legacy_mapper(model, expected, prefix)
-    conversions = get_model_conversion_mapping(model)
+    try:
+        conversions = get_model_conversion_mapping(model)
+    except Exception:  # noqa: BLE001 - an API change in a future release: fall back to plain names
+        return _legacy_mapper(model, expected, prefix)
     renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
     converters = [c for c in conversions if isinstance(c, WeightConverter)]
 

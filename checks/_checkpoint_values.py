@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
-from doctor.io.deep_scan import ValueStats, iter_scan_file, scan_bytes
 from doctor.registry import Check, fixture, register
 
 from ._checkpoint_files import normalize_dtype, read_model_weights
+
+if TYPE_CHECKING:
+    from doctor.io.deep_scan import ValueStats  # numpy: imported only when --deep runs
 
 MAX_FINDINGS = 10
 # Parameters that are zero by design at initialization and legitimately stay zero.
@@ -51,6 +53,8 @@ def ckp_values(artifact: Any, path: str, options: Any, progress: Any) -> ValueSc
 
 
 def _scan_one(file: str, scan: ValueScan, advance: Callable[[int], None]) -> None:
+    from doctor.io.deep_scan import iter_scan_file, scan_bytes
+
     if file.endswith(".safetensors"):
         try:
             scan.stats.extend(iter_scan_file(file, progress=advance))

@@ -208,6 +208,8 @@ def ckp_load_prediction(ckp_config: dict[str, Any], ckp_weights: ModelWeights, p
         return predict_load(Path(path), ckp_weights if ckp_weights.complete else None)
     except BuildError as e:
         return str(e)
+    except ImportError as e:  # a broken torch / transformers install: the ENV checks say more
+        raise Skip(f"cannot import torch / transformers: {e}") from None
 
 
 def _foreign(pred: LoadPrediction, weights: ModelWeights) -> bool:
