@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from doctor.runner import Options
 
 DIFF_RECORDS = 20
-TO_ARRAY = frozenset({"DAT005", "DAT006", "DAT008"})
 TO_LINES = frozenset({"DAT007", "DAT018"})
 
 
@@ -199,10 +198,12 @@ def _probe(src: Path) -> tuple[JsonStream, Any, str | None]:
 
 
 def _array_output(src: Path, layout: str, codes: set[str]) -> bool:
-    if codes & TO_ARRAY:
+    if codes & {"DAT005", "DAT008"}:  # a .json file: its loader wants an array
         return True
-    if codes & TO_LINES:
+    if codes & TO_LINES:  # a .jsonl file its loader reads line by line
         return False
+    if "DAT006" in codes:  # LLaVA records in JSON Lines: haotian-liu/LLaVA needs an array
+        return True
     return src.suffix.lower() != ".jsonl"
 
 
