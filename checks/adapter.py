@@ -272,7 +272,8 @@ class ConfigNeedsNewerPeft(Check):
     A peft 0.18 adapter (`"alora_invocation_tokens": null`, `"peft_version": "0.18.0"`) loaded on 0.13.
 
     ## How to fix
-    Publish the compatible copy `--fix` writes beside the adapter, or state the minimum peft.
+    Publish the compatible copy `--fix --unsafe-fixes` writes beside the adapter (opt-in, since
+    the installed peft needs no change), or state the minimum peft.
     """
 
     code = "ADP007"
@@ -294,7 +295,9 @@ class ConfigNeedsNewerPeft(Check):
         fix = None
         if peft_compat.parse_version(after) < peft_compat.parse_version(need):
             msg += f"; without the {len(droppable)} keys at their defaults it loads on peft >= {after}"
-            fix = Fix(f"write a copy for peft >= {after}", Applicability.SAFE, fixer="adapter_config",
+            # Opt-in: the installed peft reads the file as it is, so a copy is only worth writing
+            # for someone who must ship to an older peft (ruff's "unsafe" = not applied by default).
+            fix = Fix(f"write a copy for peft >= {after}", Applicability.UNSAFE, fixer="adapter_config",
                       params={"drop_keys": droppable})
         elif after_keys:
             msg += f"; {', '.join(sorted(after_keys))} hold non-default values that need it"

@@ -49,7 +49,7 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
     from doctor.sanity import run_sanity
 
     try:
-        return run_sanity(
+        result = run_sanity(
             str(path), base=base if model_dir != path else None, image=extra.get("sanity_image"),
             prompt=extra.get("sanity_prompt"), device=options.device, dtype=options.dtype,
             load_4bit=bool(extra.get("sanity_load_4bit")), load_8bit=bool(extra.get("sanity_load_8bit")),
@@ -58,6 +58,13 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
         )
     except UsageError as e:
         raise Skip(str(e)) from None
+    if report is not None:  # the stage table (times, memory) travels in the report's stats
+        report.stats.setdefault("sanity", {})[str(path)] = [
+            {"stage": st.number, "name": st.info.title, "status": st.status, "seconds": round(st.seconds, 3),
+             "peak_memory_bytes": st.peak_memory_bytes, "memory_kind": st.memory_kind, "detail": st.detail}
+            for st in result.stages
+        ]
+    return result
 
 
 def _json(path: Path) -> dict[str, Any]:

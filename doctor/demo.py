@@ -78,7 +78,7 @@ def run_demo(target: str, *, force: bool = False, color: bool = False, progress:
     echo(f"  built in {time.perf_counter() - started:.1f} s\n")
 
     echo("Step 1: vlm-doctor check " + str(root) + "\n")
-    options = Options(fix=True, progress=progress, base=str(paths["base"]))
+    options = Options(fix=True, progress=progress, images="decode", image_folder=str(paths["data"].parent / "images"))
     report = run([str(root)], options, Selection())
     echo(render(report, OutputFormat.FULL, RenderContext(version=__version__, color=color)))
 
@@ -88,7 +88,7 @@ def run_demo(target: str, *, force: bool = False, color: bool = False, progress:
     merged = _merged_output(report, paths["adapter"])
     if merged is not None:
         echo(f"\nStep 3: inference sanity pass on the merged model {merged}\n")
-        _sanity(merged, echo)
+        _sanity(merged, echo, color)
     echo(f"\nDemo finished in {time.perf_counter() - started:.1f} s. Try: vlm-doctor rule {PLANTED[0].codes[0]}")
     return 1 if missed else 0
 
@@ -111,12 +111,11 @@ def _merged_output(report, adapter: Path) -> Path | None:
     return None
 
 
-def _sanity(model: Path, echo: Callable[[str], None]) -> None:
-    try:
-        from doctor.sanity import run_sanity  # type: ignore[attr-defined]
-    except ImportError:
-        echo("  (the sanity pass is not installed in this build)")
-        return
-    result = run_sanity(str(model), device="auto")
-    for stage in result.stages:
-        echo(f"  {stage.status:<5} {stage.name:<28} {stage.seconds:6.2f} s  {stage.detail or ''}")
+def _sanity(model: Path, echo: Callable[[str], None], color: bool) -> None:
+    from doctor import __version__
+    from doctor.reporters import OutputFormat, RenderContext, render
+    from doctor.runner import Options, run
+    from doctor.selection import Selection
+
+    report = run([str(model)], Options(sanity=True, device="auto"), Selection.from_lists(select=["SAN", "CKP"]))
+    echo(render(report, OutputFormat.FULL, RenderContext(version=__version__, color=color)))

@@ -51,6 +51,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero); reads every byte")
     g.add_argument("--sanity", action="store_true", help="after the static checks, load each model and run the inference sanity pass")
     g.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="device for --sanity (default: auto)")
+    g.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"), help="dtype for --sanity (default: auto)")
+    q = g.add_mutually_exclusive_group()
+    q.add_argument("--load-4bit", action="store_true", help="--sanity loads the model in 4-bit (bitsandbytes, CUDA only)")
+    q.add_argument("--load-8bit", action="store_true", help="--sanity loads the model in 8-bit (bitsandbytes, CUDA only)")
+    g.add_argument("--image", metavar="IMG", help="image for --sanity (default: a picture shipped with vlm-doctor)")
+    g.add_argument("--prompt", metavar="TEXT", help="prompt for --sanity")
+    g.add_argument("--probe", metavar="FILE", help="POPE-style yes/no questions (JSONL) for --sanity")
+    g.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate in --sanity (default: 16)")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="generation time limit in seconds for --sanity (default: 120)")
     g.add_argument("-j", "--jobs", type=int, metavar="N", help="worker threads for image checks (default: one per core)")
     s = p.add_argument_group("rule selection")
     s.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
@@ -93,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
         base=pick("base"), image_folder=pick("image-folder"), tokenizer=pick("tokenizer"), model=pick("model"),
         images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
         deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
-        fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+        dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+        extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
+               "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,
+               "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit},
     )
     if not 0 < options.decode_sample <= 100:
         raise UsageError(f"--decode-sample must be in (0, 100], got {options.decode_sample}")

@@ -65,6 +65,9 @@ def render(report: "Report", ctx: "RenderContext") -> str:
         if fix.diff:
             console.print(fix.diff, markup=False, highlight=False)
 
+    for model, stages in report.stats.get("sanity", {}).items():
+        console.print(_sanity_table(model, stages))
+
     if ctx.verbose:
         skipped = [r for r in report.results if r.status is Status.SKIP]
         for r in skipped:
@@ -89,3 +92,18 @@ def _owner(path: str, report: "Report") -> str:
         return path
     candidates = [p for p in paths if path.startswith(p.rstrip("/") + "/")]
     return max(candidates, key=len) if candidates else path
+
+
+def _sanity_table(model: str, stages: list[dict]):
+    from rich.table import Table
+
+    table = Table(title=f"sanity pass: {model}", title_justify="left", show_edge=False)
+    for col in ("stage", "status", "time", "peak memory", "detail"):
+        table.add_column(col, overflow="fold")
+    colors = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    for st in stages:
+        mem = st.get("peak_memory_bytes")
+        mem_text = f"{mem / 2**20:,.0f} MiB {st.get('memory_kind', '')}" if mem else "-"
+        table.add_row(f"{st['stage']} {st['name']}", f"[{colors.get(st['status'], '')}]{st['status']}[/]",
+                      f"{st['seconds']:.2f} s", mem_text, st.get("detail") or "")
+    return table
