@@ -47,7 +47,7 @@ class Save:
 
     @property
     def label(self) -> str:
-        return f"the final output ({self.path.name}/)" if self.is_final else self.name
+        return f"the final output in {self.path.name}/" if self.is_final else self.name
 
     def file(self, name: str) -> Path | None:
         return self.path / name if name in self.names else None

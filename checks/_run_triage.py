@@ -154,6 +154,9 @@ def analyze_run(path: str | Path, deep: bool = False) -> RunAnalysis:
     layout = read_layout(path)
     states = [save_state(s, layout) for s in layout.saves]
     record, error = _best_record(layout)
+    final = layout.final
+    if final is not None and final.step is None and record is not None and record.finished:
+        final.step = record.global_step  # written at the end of a finished run
     return RunAnalysis(layout, states, record, error, deep)
 
 

@@ -54,7 +54,7 @@ def test_llava_intermediate_checkpoints_lack_config_and_projector(llava_run):
     assert "get_fp32_state_dict_from_zero_checkpoint" in f.hint and str(llava_run / "checkpoint-20") in f.hint
     assert f"{llava_run / 'non_lora_trainables.bin'}: the projector at the end of training" in f.hint
     rec = only(report, "RUN301")
-    assert rec.message.startswith(f"keep the final output ({llava_run.name}/) (the last complete save)")
+    assert rec.message.startswith(f"keep the final output in {llava_run.name}/ (the last complete save)")
     assert "checkpoint-10 (" in rec.message and "checkpoint-20 (" in rec.message
 
 
@@ -204,3 +204,18 @@ def test_triage_command_on_a_single_checkpoint(tmp_path, capsys):
     assert code == 0
     assert [s["name"] for s in data["triage"]["saves"]] == ["checkpoint-20"]
     assert data["triage"]["recommendation"]["keep"] == "checkpoint-20"
+
+
+def test_triage_deep_compares_every_lora_tensor(tmp_path, capsys):
+    from doctor.cli import main
+
+    big = {f"base_model.model.model.layers.{i}.mlp.up_proj.lora_{m}.weight": np.full((4, 8), i + 1, np.float32)
+           for i in range(8) for m in "AB"}
+    for step, shift in ((10, 0.0), (20, 1.0)):
+        write_adapter(tmp_path / f"checkpoint-{step}", {k: v + shift for k, v in big.items()},
+                      {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["up_proj"]})
+    for deep, compared in ((False, 8), (True, 16)):
+        main(["triage", str(tmp_path), "--output-format", "json", *(["--deep"] if deep else [])])
+        saves = json.loads(capsys.readouterr().out)["triage"]["saves"]
+        assert saves[1]["adapter_delta"]["tensors_compared"] == compared
+        assert saves[1]["adapter_delta"]["tensors_total"] == 16
