@@ -1,0 +1,150 @@
+"""DAT3xx and DAT903: the token budget, with image token counts checked against transformers'
+own processors, and the estimate checked against a real chat-template tokenization."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from doctor.checks._dataset_vision import vision_spec
+
+import doctor
+from doctor.testing import make_image, make_llava_dataset, make_tokenizer
+
+SIZES = [(48, 48), (40, 64), (72, 40), (20, 100), (300, 20), (28, 28), (57, 29), (13, 90), (1000, 999)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    pytest.importorskip("torch")
+    from doctor.testing import make_llava_model
+
+    root = tmp_path_factory.mktemp("tok_models")
+    wide = [[28, 28], [56, 28], [28, 56], [56, 56], [84, 28], [28, 84]]
+    return {
+        "llava": make_llava_model(root / "llava", family="llava"),
+        "llava_next": make_llava_model(root / "next", family="llava_next", image_grid_pinpoints=wide),
+        "mllama": make_llava_model(root / "mllama", family="mllama"),
+    }
+
+
+def test_image_tokens_equal_what_the_processors_insert(models):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    for family, info in models.items():
+        spec = vision_spec(str(info.path))
+        processor = AutoProcessor.from_pretrained(str(info.path))
+        token = "<|image|>" if family == "mllama" else "<image>"
+        token_id = processor.tokenizer.convert_tokens_to_ids(token)
+        for w, h in SIZES:
+            ids = processor(images=[Image.new("RGB", (w, h))], text=token + " hi", return_tensors="np")["input_ids"]
+            assert int((ids == token_id).sum()) == spec.tokens(w, h), (family, w, h)
+        if family == "llava_next":
+            assert spec.tokens() == max(spec.tokens(w, h) for w, h in SIZES)  # unknown size: the worst case
+
+
+def test_original_llava_and_default_image_tokens(tmp_path):
+    assert vision_spec(None).tokens() == 576
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llava_llama", "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_vision_select_feature": "patch", "tokenizer_model_max_length": 2048}))
+    assert vision_spec(str(tmp_path)).tokens() == 576
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llava_llama", "mm_vision_tower": "openai/clip-vit-large-patch14", "mm_vision_select_feature": "cls_patch"}))
+    assert vision_spec(str(tmp_path)).tokens() == 257
+
+
+def records(texts: list[tuple[str, str]], image: str | None = "a.png") -> list[dict]:
+    return [{"id": f"r{i}", **({"image": image} if image else {}), "conversations": [
+        {"from": "human", "value": ("<image>\n" if image else "") + q}, {"from": "gpt", "value": a}]}
+        for i, (q, a) in enumerate(texts)]
+
+
+def write(root: Path, recs: list[dict]) -> Path:
+    make_image(root / "a.png")
+    path = root / "d.json"
+    path.write_text(json.dumps(recs))
+    return path
+
+
+def test_estimate_matches_the_chat_template_tokenization(models, tmp_path):
+    from doctor.checks._dataset_scan import scan_dataset
+    from doctor.checks._dataset_tokens import count_tokens
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from doctor.runner import Options
+
+    info = models["llava"]
+    processor = AutoProcessor.from_pretrained(str(info.path))
+    question, answer = "describe the picture in detail", "there are two dogs on the street at night"
+    pairs = [(question, answer), (question * 5, answer * 3), ("what", "it is red. " * 40)]
+    path = write(tmp_path, records(pairs))
+    tokens = count_tokens(scan_dataset(str(path)), None, Options(model=str(info.path)))
+    assert "chat template" in tokens.template.source
+    for (q, a), ours in zip(pairs, tokens.lengths, strict=True):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": a}]}]
+        text = processor.apply_chat_template(messages)
+        real = processor(images=[Image.new("RGB", (48, 48))], text=text, return_tensors="np")["input_ids"].shape[1]
+        assert abs(real - ours) <= 3, (q[:20], real, ours)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_truncated_answers_cut_and_image_tokens_cut(tokenizer, tmp_path):
+    long = " ".join(["describe the picture"] * 400)
+    recs = records([("what is it", "a cat"), ("what is it", long)])  # fine; answer cut (DAT301)
+    recs += records([(long, "a cat")])  # the question pushes the answer out (DAT302)
+    recs.append({"id": "late-image", "image": "a.png", "conversations": [  # image after a long turn (DAT303)
+        {"from": "human", "value": long}, {"from": "gpt", "value": "ok"},
+        {"from": "human", "value": "<image>\nand this?"}, {"from": "gpt", "value": "a cat"}]})
+    path = write(tmp_path, recs)
+    report = doctor.check(str(path), select=["DAT3", "DAT903"], tokenizer=str(tokenizer.path),
+                          image_folder=str(tmp_path), max_length=1200)
+    found = {(f.code, f.location.record) for f in report.findings if f.location and f.location.record is not None}
+    assert found == {("DAT301", 1), ("DAT302", 2), ("DAT303", 3)}
+    (summary,) = [f for f in report.findings if f.code == "DAT903"]
+    assert "3 record(s) over 1,200 (--max-length)" in summary.message and "576 per image" in summary.message
+    fixed = doctor.check(str(path), select=["DAT3"], tokenizer=str(tokenizer.path), image_folder=str(tmp_path),
+                         max_length=1200, fix=True, unsafe_fixes=True)
+    kept = json.loads(Path(fixed.fixes[0].written[0]).read_text())
+    assert [r["id"] for r in kept] == ["r0", "r1"]
+    rejected = (tmp_path / "d.rejected.jsonl").read_text()
+    assert "DAT302" in rejected and "DAT303" in rejected
+
+
+def test_factory_long_text_is_truncated_at_2048(tokenizer, tmp_path):
+    path = make_llava_dataset(tmp_path, n=2, problems=["long-text"])
+    report = doctor.check(str(path), select=["DAT3"], tokenizer=str(tokenizer.path),
+                          image_folder=str(tmp_path / "images"))
+    assert [f.location.record for f in report.findings if f.code == "DAT301"] == [2]
+
+
+def test_skipped_without_a_tokenizer(tmp_path):
+    path = write(tmp_path, records([("q", "a")]))
+    report = doctor.check(str(path), select=["DAT3", "DAT903"], images="none")
+    assert {r.status.value for r in report.results if r.code.startswith("DAT")} == {"skip"}
+    assert "--tokenizer" in report.results[-1].reason
+
+
+def test_dataset_checks_import_neither_torch_nor_transformers(tokenizer, tmp_path):
+    path = make_llava_dataset(tmp_path, n=3, problems=["bad-role", "truncated-image"])
+    code = (
+        "import sys, doctor\n"
+        f"r = doctor.check({str(path)!r}, select=['DAT'], images='decode', image_folder={str(tmp_path / 'images')!r},"
+        f" tokenizer={str(tokenizer.path)!r})\n"
+        "assert any(f.code == 'DAT903' for f in r.findings), [f.code for f in r.findings]\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "print('heavy:', bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
