@@ -231,6 +231,8 @@ class ArchitectureUnknown(Check):
                                path=_config_path(path), location=Location(key="architectures"))
             return
         for i, arch in enumerate(archs):
+            if arch in ORIGINAL_ARCHITECTURES and ckp_config.get("model_type") == "llava":
+                continue  # CKP003 explains this one
             if not info.knows_architecture(arch, ckp_config.get("model_type")):
                 yield self.finding(f"architecture {arch!r} is not a class of transformers {info.version}",
                                    path=_config_path(path), location=Location(key=f"architectures.{i}"))

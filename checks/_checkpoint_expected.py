@@ -42,6 +42,10 @@ class LoadPrediction:
     unexpected: list[str] = field(default_factory=list)  # on-disk names transformers drops
     mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     tied: dict[str, str] = field(default_factory=dict)  # target -> source
+    saved_names: dict[str, str] = field(default_factory=dict)  # missing in-memory name -> name save_pretrained writes
+
+    def saved_name(self, memory_name: str) -> str:
+        return self.saved_names.get(memory_name, memory_name)
 
     @property
     def unexpected_as_loaded(self) -> list[str]:
@@ -80,6 +84,8 @@ def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
             missing.discard(source)
     ignore_missing, ignore_unexpected = _ignore_patterns(model)
     pred.missing = sorted(k for k in missing if not (ignore_missing and ignore_missing.search(k)))
+    to_disk = _save_namer(model)
+    pred.saved_names = {k: to_disk(k) for k in pred.missing}
     pred.unexpected = sorted(k for k in pred.unexpected
                              if not (ignore_unexpected and ignore_unexpected.search(pred.renamed[k])))
     return pred
@@ -174,6 +180,30 @@ def _key_mapper(model: Any, expected: dict[str, Any]) -> Callable[[str], tuple[s
         return renamed, pattern is not None
 
     return mapper
+
+
+def _save_namer(model: Any) -> Callable[[str], str]:
+    """in-memory name -> the name ``save_pretrained`` writes (transformers 5 reverts its conversion
+    mapping on save, as ``core_model_loading.revert_weight_conversion`` does); identity on 4.x."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import PrefixChange, WeightConverter, WeightRenaming, rename_source_key
+
+        conversions = [c for c in get_model_conversion_mapping(model, add_legacy=False)
+                       if not isinstance(c, PrefixChange)]
+        reverse = [c.reverse_transform() for c in conversions[::-1]]
+    except Exception:  # noqa: BLE001 - 4.x (no such API) or a future change: names as in memory
+        return lambda name: name
+    renamings = [c for c in reverse if isinstance(c, WeightRenaming)]
+    converters = [c for c in reverse if isinstance(c, WeightConverter)]
+
+    def namer(name: str) -> str:
+        try:
+            return rename_source_key(name, renamings, converters, reverse=True)[0]
+        except Exception:  # noqa: BLE001
+            return name
+
+    return namer
 
 
 def _legacy_mapper(model: Any, expected: dict[str, Any], prefix: str) -> Callable[[str], tuple[str, bool]]:

@@ -304,7 +304,7 @@ class TensorsMissing(Check):
             return
         by_part: dict[str, list[str]] = {}
         for name in pred.missing:
-            by_part.setdefault(part_of(name), []).append(name)
+            by_part.setdefault(part_of(name), []).append(pred.saved_name(name))
         for part in sorted(by_part, key=lambda p: list(PART_TITLES).index(p) if p in PART_TITLES else 99):
             names = by_part[part]
             yield self.finding(
@@ -381,6 +381,8 @@ class TensorShapeMismatch(Check):
 
     def run(self, ckp_load_prediction: LoadPrediction | str, ckp_weights: ModelWeights):
         pred = _prediction(ckp_load_prediction, ckp_weights)
+        if _foreign(pred, ckp_weights):
+            return  # CKP104 reports a foreign layout once
         for disk, mem, have, want in pred.mismatched:
             yield self.finding(f"{disk} has shape {list(have)} but {pred.model_class} expects {list(want)} ({mem})",
                                path=ckp_weights.tensors[disk].file, location=Location(tensor=disk))
