@@ -51,9 +51,9 @@ def deepspeed_recovery(save: Save, layout: RunLayout) -> str:
 def extract_adapter(layout: RunLayout, src: Path | None) -> str:
     config = sibling_with(layout, "adapter_config.json")
     source = str(src) if src is not None else "the rebuilt weights"
-    loader = "load_file" if src is None or src.suffix == ".safetensors" else "torch.load"
+    loader = "load_file(...)" if src is None or src.suffix == ".safetensors" else "torch.load(..., weights_only=True)"
     target = f"{layout.root}/adapter-extracted"
-    return (f"keep only the LoRA tensors of {source} as a PEFT adapter: `sd = {loader}(...)`, "
+    return (f"keep only the LoRA tensors of {source} as a PEFT adapter: `sd = {loader}`, "
             f"`save_file({{k.replace('.default.', '.'): v for k, v in sd.items() if 'lora_' in k}}, "
             f"'{target}/adapter_model.safetensors')`, and "
             + (f"copy {config} beside it" if config else "write an adapter_config.json with the run's r, lora_alpha "

@@ -140,3 +140,16 @@ def torch_zip_summary(path: Path) -> BinSummary | None:
             return BinSummary(len(records), sum(i.file_size for i in records))
     except (OSError, zipfile.BadZipFile):
         return None
+
+
+def pickle_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """Tensor names and shapes of a torch pickle, read statically by the pickle scanner (nothing
+    is unpickled); None when the scanner is unavailable or cannot read the file."""
+    try:
+        from doctor.io.pickle_scan import tensor_infos
+    except ImportError:
+        return None
+    try:
+        return {name: tuple(meta.shape) for name, meta in tensor_infos(path).items()}
+    except Exception:  # noqa: BLE001 - a malformed pickle is the SEC checks' finding
+        return None

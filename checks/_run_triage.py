@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor.checks._run_layout import RunLayout, Save, read_json, read_layout
+from doctor.checks._run_layout import RunLayout, Save, human_size, read_json, read_layout  # noqa: F401 (re-export)
 from doctor.checks._run_record import Record, RecordError, first_bad_step, load_record, value_at
-from doctor.checks._run_tensors import Delta, delta, lora_only, torch_zip_summary
+from doctor.checks._run_tensors import Delta, delta, lora_only, pickle_tensor_shapes, torch_zip_summary
 
 from doctor.artifacts import checkpoint_step
 from doctor.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
@@ -227,10 +227,17 @@ def _inspect_weights(st: SaveState, path: Path) -> SafetensorsHeader | None:
         st.empty_tensors += [n for n, t in header.tensors.items() if t.numel == 0]
         st.unfolded += [n for n in header.tensors if ".base_layer." in n][:3]
         return header
+    names = pickle_tensor_shapes(path)
+    if names is not None:
+        st.no_tensors = not names
+        st.empty_tensors += [n for n, shape in names.items() if 0 in shape]
+        st.unfolded += [n for n in names if ".base_layer." in n][:3]
+        return None
     summary = torch_zip_summary(path)
     if summary is not None and summary.data_bytes == 0:
         st.no_tensors = True  # no storage holds a byte: an empty dict or only [0]-shaped tensors
     return None
+
 
 
 def recommend(a: RunAnalysis) -> Recommendation:
@@ -287,11 +294,3 @@ def _order(st: SaveState) -> float:
         return st.save.step
     return math.inf if st.save.is_final else 0
 
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -219,3 +219,18 @@ def test_triage_deep_compares_every_lora_tensor(tmp_path, capsys):
         saves = json.loads(capsys.readouterr().out)["triage"]["saves"]
         assert saves[1]["adapter_delta"]["tensors_compared"] == compared
         assert saves[1]["adapter_delta"]["tensors_total"] == 16
+
+
+def test_bin_weights_are_read_statically(tmp_path):
+    torch = pytest.importorskip("torch")
+    make_run(tmp_path, decreasing(20), 10)
+    ckpt = tmp_path / "checkpoint-20"
+    (ckpt / "adapter_model.safetensors").unlink()
+    (ckpt / "adapter_config.json").unlink()
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    torch.save({f"{prefix}.base_layer.weight": torch.ones(16, 16), f"{prefix}.lora_A.default.weight": torch.ones(4, 16)},
+               ckpt / "pytorch_model.bin")  # what zero_to_fp32.py (DeepSpeed < 0.14) writes for a PeftModel
+    (ckpt / "config.json").write_text("{}")
+    f = only(check(tmp_path), "RUN204")
+    assert f.path == str(ckpt / "pytorch_model.bin") and f.location.tensor == f"{prefix}.base_layer.weight"
+    assert "torch.load(..., weights_only=True)" in f.hint
