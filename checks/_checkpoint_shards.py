@@ -126,12 +126,13 @@ class ShardIsLfsPointer(Check):
     artifacts = frozenset({"model"})
 
     def run(self, ckp_weights: ModelWeights, ckp_shard_sets: list[ModelWeights]):
-        seen: set[str] = set()
-        for s in [ckp_weights, *ckp_shard_sets]:
-            for f in s.lfs_pointers:
-                if f not in seen:
-                    seen.add(f)
-                    yield self.finding(f"{Path(f).name} is a Git-LFS pointer file, not the weights", path=f)
+        # One finding for the model (the SEC family reports each file on its own).
+        pointers = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.lfs_pointers})
+        files = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.files})
+        if pointers:
+            names = ", ".join(Path(f).name for f in pointers[:4]) + (", ..." if len(pointers) > 4 else "")
+            yield self.finding(f"{len(pointers)} of the {len(files)} weight files are Git-LFS pointer files, not the "
+                               f"weights ({names}): the model cannot load", path=pointers[0])
 
 
 @register
