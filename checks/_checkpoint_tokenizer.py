@@ -18,9 +18,19 @@ DEFAULT_IMAGE_TOKENS = {"mllama": "<|image|>"}
 
 
 @fixture
-def ckp_tokenizer(ckp_folder: Path, options: Any) -> TokenizerFacts:
-    folder = Path(options.tokenizer) if getattr(options, "tokenizer", None) else ckp_folder
-    return read_tokenizer(folder)
+def ckp_own_tokenizer(ckp_folder: Path) -> TokenizerFacts:
+    """The model folder's own tokenizer files (what ``AutoTokenizer(model_path)`` reads)."""
+    return read_tokenizer(ckp_folder)
+
+
+@fixture
+def ckp_tokenizer(ckp_own_tokenizer: TokenizerFacts, options: Any) -> TokenizerFacts:
+    """The tokenizer the other checks compare with the model: the folder's own, or ``--tokenizer``
+    when the folder has none."""
+    other = getattr(options, "tokenizer", None)
+    if not ckp_own_tokenizer.has_tokenizer and other:
+        return read_tokenizer(Path(other))
+    return ckp_own_tokenizer
 
 
 @fixture
@@ -73,8 +83,8 @@ class TokenizerFilesMissing(Check):
     name = "tokenizer-files-missing"
     artifacts = frozenset({"model"})
 
-    def run(self, ckp_tokenizer: TokenizerFacts, ckp_config: dict[str, Any]):
-        t = ckp_tokenizer
+    def run(self, ckp_own_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], options: Any):
+        t = ckp_own_tokenizer
         cls = ckp_config.get("model_type", "?")
         if not t.has_tokenizer:
             info = installed_transformers()
@@ -82,8 +92,10 @@ class TokenizerFilesMissing(Check):
             error = "KeyError on the config class" if v4 else "ValueError: Couldn't instantiate the backend tokenizer"
             what = "no tokenizer files at all" if not t.config_file.exists else \
                 "tokenizer_config.json but no vocabulary (tokenizer.json / tokenizer.model)"
+            other = getattr(options, "tokenizer", None)
+            also = f" (the other checks use --tokenizer {other})" if other else ""
             yield self.finding(f"{what}: AutoTokenizer on this folder fails ({error}; transformers 4.x: "
-                               f"KeyError: '{_config_class(cls)}')", path=str(t.folder))
+                               f"KeyError: '{_config_class(cls)}'){also}", path=str(t.folder))
         if t.config_file.exists and not t.config_file.ok:
             loc = Location(line=t.config_file.line, column=t.config_file.column) if t.config_file.line else None
             yield self.finding(f"tokenizer_config.json is not valid JSON: {t.config_file.error}",
@@ -130,7 +142,6 @@ class TokenizerLargerThanEmbedding(Check):
     code = "CKP402"
     name = "tokenizer-larger-than-embedding"
     artifacts = frozenset({"model"})
-    requires = ("CKP401",)
 
     def run(self, ckp_tokenizer: TokenizerFacts, ckp_embedding_rows: tuple[int, str]):
         _require_vocab(ckp_tokenizer)
@@ -168,7 +179,6 @@ class ImageTokenMismatch(Check):
     code = "CKP403"
     name = "image-token-mismatch"
     artifacts = frozenset({"model"})
-    requires = ("CKP401",)
 
     def run(self, ckp_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], path: str):
         if not is_native_vlm(ckp_config):
@@ -215,7 +225,6 @@ class ChatTemplateMissing(Check):
     name = "chat-template-missing"
     severity = Severity.WARNING
     artifacts = frozenset({"model"})
-    requires = ("CKP401",)
 
     def run(self, ckp_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], path: str):
         if not is_native_vlm(ckp_config):
@@ -256,7 +265,6 @@ class SpecialTokenInvalid(Check):
     code = "CKP405"
     name = "special-token-invalid"
     artifacts = frozenset({"model"})
-    requires = ("CKP401",)
 
     def run(self, ckp_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], ckp_embedding_rows: tuple[int, str],
             path: str):
