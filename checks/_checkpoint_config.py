@@ -1,4 +1,4 @@
-"""CKP001-CKP005, CKP011: config.json against the installed transformers (header-only, no torch)."""
+"""CKP001-CKP003, CKP005: config.json itself and against the installed transformers (header-only, no torch)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from doctor.findings import Location, Severity
 from doctor.registry import Check, register
 
 from ._checkpoint_files import JsonFile, ModelWeights, image_token_id, text_config
-from ._checkpoint_installed import installed_transformers, version_tuple
+from ._checkpoint_installed import installed_transformers
 
 # The config class each original-LLaVA type registers: the name in AutoTokenizer's KeyError.
 ORIGINAL_CONFIG_CLASSES = {
@@ -29,11 +29,11 @@ FIX_ORIGINAL = (
 )
 
 
-def _config_path(folder: str) -> str:
+def config_path(folder: str) -> str:
     return str(Path(folder) / "config.json")
 
 
-def _installed():
+def installed():
     info = installed_transformers()
     if info is None:
         raise Skip("transformers is not installed")
@@ -107,9 +107,9 @@ class ModelTypeUnregistered(Check):
     packages = ("transformers",)
 
     def run(self, ckp_config: dict[str, Any], path: str):
-        info = _installed()
+        info = installed()
         mt = ckp_config.get("model_type")
-        where = _config_path(path)
+        where = config_path(path)
         if not isinstance(mt, str) or not mt:
             yield self.finding(
                 "config.json has no \"model_type\": AutoConfig raises \"Unrecognized model ... Should have a "
@@ -121,14 +121,14 @@ class ModelTypeUnregistered(Check):
         loc = Location(key="model_type")
         if mt in ORIGINAL_LLAVA_TYPES:
             cls_name = ORIGINAL_CONFIG_CLASSES.get(mt, "LlavaConfig")
-            installed = importlib.util.find_spec("llava") is not None
+            llava_here = importlib.util.find_spec("llava") is not None
             yield self.finding(
                 f"model_type {mt!r} is registered only by the LLaVA codebase (on `import llava`); transformers "
                 f"{info.version} does not know it: AutoConfig raises KeyError: {mt!r} and AutoTokenizer raises "
                 f"KeyError: {cls_name!r}"
-                + (" (the llava package is installed here, so its own builder can load it)" if installed else ""),
+                + (" (the llava package is installed here, so its own builder can load it)" if llava_here else ""),
                 path=where, location=loc, hint=FIX_ORIGINAL,
-                severity=Severity.INFO if installed else None)
+                severity=Severity.INFO if llava_here else None)
         elif mt == "projector":
             yield self.finding(
                 "model_type 'projector' is XTuner's projector folder (trust_remote_code), not a model transformers "
@@ -191,51 +191,7 @@ class LlavaModelTypeCollision(Check):
             "config.json says model_type \"llava\" (transformers' native LlavaForConditionalGeneration) but the "
             f"checkpoint is in the original LLaVA layout ({'; '.join(evidence)}): Auto classes load the wrong "
             "class and every weight would be newly initialized",
-            path=_config_path(path), location=Location(key="model_type"))
-
-
-@register
-class ArchitectureUnknown(Check):
-    """An entry of `architectures` is not a class of the installed transformers.
-
-    ## What it does
-    Looks up each name in `architectures` among the installed transformers' model classes.
-
-    ## Why is this bad?
-    Pipelines and tools that instantiate `architectures[0]` fail with `AttributeError: module
-    transformers has no attribute ...`; it also often means the folder was written by another
-    codebase or by a newer transformers.
-
-    ## Example
-    `{"model_type": "llava", "architectures": ["LlavaForConditionalGenerationX"]}`
-
-    ## How to fix
-    Set `architectures` to the class that saved the weights (for llava: LlavaForConditionalGeneration),
-    or upgrade transformers if the class is newer than the installed release.
-    """
-
-    code = "CKP004"
-    name = "architecture-unknown"
-    severity = Severity.WARNING
-    artifacts = frozenset({"model"})
-    requires = ("CKP002",)
-    packages = ("transformers",)
-
-    def run(self, ckp_config: dict[str, Any], path: str):
-        info = _installed()
-        archs = ckp_config.get("architectures")
-        if archs is None or "auto_map" in ckp_config:
-            return
-        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-            yield self.finding(f"\"architectures\" must be a list of class names, not {archs!r}",
-                               path=_config_path(path), location=Location(key="architectures"))
-            return
-        for i, arch in enumerate(archs):
-            if arch in ORIGINAL_ARCHITECTURES and ckp_config.get("model_type") == "llava":
-                continue  # CKP003 explains this one
-            if not info.knows_architecture(arch, ckp_config.get("model_type")):
-                yield self.finding(f"architecture {arch!r} is not a class of transformers {info.version}",
-                                   path=_config_path(path), location=Location(key=f"architectures.{i}"))
+            path=config_path(path), location=Location(key="model_type"))
 
 
 @register
@@ -270,7 +226,7 @@ class ImageTokenOutOfRange(Check):
         key, value = image_token_id(ckp_config)
         if key is None:
             return
-        loc, where = Location(key=key), _config_path(path)
+        loc, where = Location(key=key), config_path(path)
         if not isinstance(value, int) or isinstance(value, bool):
             yield self.finding(f"{key} is {value!r}; it must be an integer token id", path=where, location=loc)
             return
@@ -289,42 +245,3 @@ class ImageTokenOutOfRange(Check):
         elif value >= rows:
             yield self.finding(f"{key} is {value} but {source}: the lookup raises IndexError on the first image",
                                path=where, location=loc)
-
-
-@register
-class SavedByNewerTransformers(Check):
-    """config.json was written by a newer transformers than the installed one.
-
-    ## What it does
-    Compares `transformers_version` in config.json with the installed release.
-
-    ## Why is this bad?
-    Newer releases write fields older ones do not read (transformers 5 writes `dtype` and
-    `rope_parameters` instead of `torch_dtype` and `rope_scaling`, and a different processor file
-    layout): loading may silently fall back to defaults or fail.
-
-    ## Example
-    `"transformers_version": "5.24.0"` read by transformers 4.37.2 (the LLaVA pin).
-
-    ## How to fix
-    Upgrade transformers to at least the version that saved the model, or re-save the model with the
-    release you will load it with.
-    """
-
-    code = "CKP011"
-    name = "saved-by-newer-transformers"
-    severity = Severity.WARNING
-    artifacts = frozenset({"model"})
-    requires = ("CKP001",)
-    packages = ("transformers",)
-
-    def run(self, ckp_config: dict[str, Any], path: str):
-        saved = ckp_config.get("transformers_version")
-        if not isinstance(saved, str):
-            return
-        info = _installed()
-        have, want = version_tuple(info.version)[:2], version_tuple(saved)[:2]
-        if have and want and want > have:
-            yield self.finding(f"config.json was saved by transformers {saved}; {info.version} is installed",
-                               path=_config_path(path), location=Location(key="transformers_version"),
-                               hint=f"pip install 'transformers>={saved}', or re-save the model with {info.version}.")
