@@ -17,14 +17,19 @@ from doctor.checks._dataset_records import IMAGE_TOKEN, LLAVA_ALIASES, RecordChe
 # Codes whose remaining problems make an unsafe fix drop the record.
 DROPPABLE = frozenset({"DAT010", "DAT012", "DAT013", "DAT014", "DAT017", "DAT101", "DAT102", "DAT103", "DAT104",
                        "DAT105", "DAT110", "DAT111", "DAT112"})
+_TURN_CODES = frozenset({"DAT101", "DAT102", "DAT110", "DAT111", "DAT112", "DAT113"})
 
 
 def repair(rec: dict, fmt: str, codes: set[str], unsafe: bool) -> tuple[dict, list[str]]:
-    """A repaired copy of ``rec`` (the record itself when nothing changes) and what changed."""
+    """A repaired copy of ``rec`` (the record itself when nothing changes) and what changed;
+    ``codes``: the problems to repair (the record's own, among those the findings offer)."""
     changes: list[str] = []
-    new = copy.deepcopy(rec)
+    new = dict(rec)
     llava = fmt == "llava"
-    turns = new.get("conversations" if llava else "messages")
+    key = "conversations" if llava else "messages"
+    if codes & _TURN_CODES and isinstance(rec.get(key), list):
+        new[key] = copy.deepcopy(rec[key])
+    turns = new.get(key) if codes & _TURN_CODES else None
     if "DAT016" in codes and isinstance(new.get("id"), (int, float)) and not isinstance(new.get("id"), bool):
         changes.append(f"id {new['id']!r} -> {str(new['id'])!r}")
         new["id"] = str(new["id"])
@@ -41,14 +46,19 @@ def repair(rec: dict, fmt: str, codes: set[str], unsafe: bool) -> tuple[dict, li
     return (new, changes) if changes else (rec, [])
 
 
-def remaining(rec: Any, fmt: str, index: int) -> dict[str, str]:
-    """Problems the record checks still find: {code: first message}."""
-    problems = Problems(cap=100)
-    checker = RecordChecker(problems)
-    if not isinstance(rec, dict):
-        return {"DAT010": f"record {index} is not an object"}
-    (checker.llava if fmt == "llava" else checker.messages)(rec, index, 0, 0)
-    return {code: samples[0].message for code, samples in problems.samples.items()}
+class Rechecker:
+    """Runs the record checks on one record at a time: {code: first message}."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.checker = RecordChecker(Problems(cap=100))
+
+    def __call__(self, rec: Any, index: int) -> dict[str, str]:
+        if not isinstance(rec, dict):
+            return {"DAT010": f"record {index} is not an object"}
+        problems = self.checker.problems = Problems(cap=100)
+        (self.checker.llava if self.fmt == "llava" else self.checker.messages)(rec, index, 0, 0)
+        return {code: samples[0].message for code, samples in problems.samples.items()}
 
 
 def _roles(turns: list, llava: bool, changes: list[str]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from doctor.checks._dataset_files import wrapped_records_key
-from doctor.checks._dataset_repair import DROPPABLE, remaining, repair
+from doctor.checks._dataset_repair import DROPPABLE, Rechecker, repair
 
 from doctor.atomic import atomic_file
 from doctor.findings import Applicability
@@ -91,16 +91,23 @@ class _Plan:
         self.rejected: list[dict[str, Any]] = []
         self.changed = self.kept = self.unfixed = 0
         self.diffs: list[str] = []
+        self.recheck = Rechecker(fmt or "llava")
 
     def take(self, index: int, line: int, value: Any) -> Any:
         """The record to write, or None when it is dropped."""
         if isinstance(value, ParseError):
             return self._drop(index, line, None, [f"DAT001: {value.message} (line {value.line}, column {value.column})"])
         if not isinstance(value, dict) or self.fmt is None:
-            reasons = remaining(value, self.fmt or "llava", index) if not isinstance(value, dict) else {}
+            reasons = self.recheck(value, index) if not isinstance(value, dict) else {}
             return self._keep_or_drop(index, line, value, value, [], reasons)
-        new, changes = repair(value, self.fmt, self.codes, self.unsafe)
-        reasons = {c: m for c, m in remaining(new, self.fmt, index).items() if c in DROPPABLE and c in self.codes}
+        found = self.recheck(value, index)
+        new, changes = value, []
+        todo = found.keys() & self.codes | ({"DAT016"} & self.codes)
+        if todo:  # copy and repair only what this record needs
+            new, changes = repair(value, self.fmt, todo, self.unsafe)
+            if changes:
+                found = self.recheck(new, index)
+        reasons = {c: m for c, m in found.items() if c in DROPPABLE and c in self.codes}
         for path in _paths(new):
             if path in self.bad_images:
                 code, _, detail = self.bad_images[path].partition(": ")

@@ -145,3 +145,24 @@ def test_random_and_mutated_bytes_give_findings_never_a_traceback(tmp_path, data
     report = doctor.check(str(path), select=["DAT"], images="exists", image_folder=str(tmp_path))
     assert not report.internal_errors, [f.message for f in report.internal_errors]
     assert all(f.code.startswith(("DAT", "ENV")) for f in report.findings)
+
+
+KEYS = ["id", "image", "images", "conversations", "messages", "from", "value", "role", "content", "type", "text",
+        "path"]
+leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(
+    ["human", "gpt", "user", "assistant", "system", "<image>", "<image>\nq", "", " ", "a.png", "../x.png", "/abs.png",
+     "image", "text"])
+shaped = st.recursive(leaf, lambda children: st.lists(children, max_size=4)
+                      | st.dictionaries(st.sampled_from(KEYS), children, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(shaped, min_size=1, max_size=5), lines=st.booleans())
+def test_record_shaped_garbage_checks_and_fixes_without_a_crash(tmp_path, records, lines):
+    path = tmp_path / ("g.jsonl" if lines else "g.json")
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) if lines else json.dumps(records))
+    report = doctor.check(str(path), select=["DAT"], images="header", image_folder=str(tmp_path),
+                          fix=True, unsafe_fixes=True)
+    assert not report.internal_errors, [f.message for f in report.internal_errors]
+    for outcome in report.fixes:
+        assert not outcome.error or outcome.error.startswith(str(path)), outcome.error

@@ -200,8 +200,8 @@ class JsonStream:
             except RecursionError:
                 msg = "nested too deeply: Python's json module raises RecursionError (about 1000 levels)"
                 return ParseError("too-deep", msg, line, column, offset), line, column, offset
-            if end == len(r.buf) and not r.eof:  # a number or literal may go on in the next chunk
-                r.fill(p)
+            if not r.eof and (end == len(r.buf) or type(value) in (int, float) and len(r.buf) - end < 64):
+                r.fill(p)  # a number may go on in the next chunk ("0" of "0.5", "1" of "1e3")
                 continue
             if track_end:
                 r.position(end)
