@@ -191,9 +191,10 @@ def _judge(report: TokenReport, scan: DatasetScan, i: int, rec: dict, line: int,
     if cut is not None:
         report.drop[i] = f"{IMAGE_CUT}: the token budget cuts through its image tokens"
         report.problems.add(IMAGE_CUT, Problem(
-            f"{describe(i, rec)}: {size} > max length {limit:,}; the image tokens at {cut[0]:,}-{cut[1]:,} cross "
-            "the limit: transformers' processor truncates inside them and the model raises \"Image features "
-            "and image tokens do not match\" (LLaVA trains on a partial image)", i, where.pointer, line, fix=drop))
+            f"{describe(i, rec)}: {size} > max length {limit:,}; the image tokens at {cut[0]:,}-{cut[1]:,} do "
+            "not fit under it: transformers' processor truncates inside them and the model raises \"Image "
+            "features and image tokens do not match\" (LLaVA trains on a partial image, or none)", i,
+            where.pointer, line, fix=drop))
     elif first_answer is not None and first_answer >= limit:
         report.drop[i] = f"{ANSWERS_CUT}: every answer lies past the token budget"
         report.problems.add(ANSWERS_CUT, Problem(
