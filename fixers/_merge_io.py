@@ -225,17 +225,58 @@ def shard_header(shard: Shard, metadata: dict[str, str]) -> bytes:
 
 def write_shard(path: Path, shard: Shard, metadata: dict[str, str],
                 produce: Callable[[str], torch.Tensor], on_tensor: Callable[[int], None] | None = None) -> None:
-    """Write one shard: header first, then each tensor as ``produce(name)`` returns it."""
+    """Write one shard: header first, then each tensor as ``produce(name)`` returns it. A
+    writer thread streams tensor i to the file while tensor i+1 is computed (at most two
+    tensors in memory); the shard is fsync'ed before the function returns."""
     with open(path, "wb") as f:
         f.write(shard_header(shard, metadata))
-        for name, dtype, shape in shard.tensors:
-            t = produce(name)
-            write_tensor(f, t, name, dtype, shape)
-            del t
-            if on_tensor is not None:
-                on_tensor(1)
+        writer = _Writer(f)
+        try:
+            for name, dtype, shape in shard.tensors:
+                writer.put((produce(name), name, dtype, shape))
+                if on_tensor is not None:
+                    on_tensor(1)
+        finally:
+            writer.close()
         f.flush()
         os.fsync(f.fileno())
+
+
+class _Writer:
+    """One background thread writing tensors in order; its error is raised in the caller."""
+
+    def __init__(self, f: Any) -> None:
+        import queue
+        import threading
+
+        self.f = f
+        self.queue: Any = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="vlm-doctor-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    write_tensor(self.f, *job)
+                except BaseException as e:  # noqa: BLE001 - handed to the producing thread
+                    self.error = e
+            del job
+
+    def put(self, job: tuple[Any, ...]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(job)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def write_tensor(f: Any, t: torch.Tensor, name: str, dtype: str, shape: tuple[int, ...]) -> None:

@@ -55,7 +55,8 @@ class NameIndex:
             if k in self.by_canonical and self.by_canonical[k] != n:
                 self.ambiguous.add(k)
             self.by_canonical.setdefault(k, n)
-        self._renamings = _renamings(model_type)
+        self.model_type = model_type
+        self._renamings: list[tuple[str, str]] | None = None  # read lazily: it imports transformers
         self._by_renamed: dict[str, str] | None = None
 
     def find(self, name: str) -> str | None:
@@ -65,6 +66,8 @@ class NameIndex:
         k = self.canon(name)
         if k is not None and k in self.by_canonical and k not in self.ambiguous:
             return self.by_canonical[k]
+        if self._renamings is None:
+            self._renamings = _renamings(self.model_type)
         if self._renamings:
             if self._by_renamed is None:
                 self._by_renamed = {self.rename(n): n for n in self.names}
@@ -74,7 +77,7 @@ class NameIndex:
         return None
 
     def rename(self, name: str) -> str:
-        for pattern, target in self._renamings:
+        for pattern, target in self._renamings or []:
             new = re.sub(pattern, target, name, count=1)
             if new != name:
                 name = new
