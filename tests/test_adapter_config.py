@@ -195,7 +195,9 @@ def test_needs_newer_peft_info_and_copy(world, tmp_path):
     assert f.severity.value == "info" and "needs peft >= 0.21" in f.message
     src = tmp_path / "share"
     shutil.copytree(adapter, src)
-    report = findings(src, "ADP007", fix=True)
+    assert f.fix.applicability.value == "unsafe"  # opt-in: the installed peft needs no copy
+    assert not findings(src, "ADP007", fix=True).fixes
+    report = findings(src, "ADP007", fix=True, unsafe_fixes=True)
     fixed = json.loads((tmp_path / "share.fixed" / "adapter_config.json").read_text())
     need, _ = peft_compat.min_version_for(fixed)
     assert peft_compat.parse_version(need) < (0, 6), need
@@ -236,5 +238,7 @@ def test_diff_shows_the_change_and_writes_nothing(world, tmp_path):
     shutil.copytree(adapter, src)
     report = findings(src, peft_version="0.13.2", diff=True)
     [outcome] = [x for x in report.fixes if x.fixer == "adapter_config"]
-    assert outcome.diff and '-  "use_dora": false,' in outcome.diff and not outcome.written
+    # peft 0.13.2 knows use_dora (0.9) but not kasa_config (0.21): only the unknown keys go
+    assert outcome.diff and '-  "kasa_config": null,' in outcome.diff and not outcome.written
+    assert '-  "use_dora": false,' not in outcome.diff
     assert not (tmp_path / "adapter.fixed").exists()
