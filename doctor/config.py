@@ -27,6 +27,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "image-folder": (str, "root that relative image paths resolve against"),
     "tokenizer": (str, "tokenizer folder for token-budget checks"),
     "model": (str, "model folder whose vision config sets the image token count"),
+    "max-length": (int, "token budget per record for the token-budget checks"),
     "images": (str, "image check level: none, exists, header or decode"),
     "decode-sample": ((int, float), "percent of images to decode with images = decode"),
     "deep": (bool, "read every tensor value (NaN, Inf, all-zero)"),

@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-folder", metavar="DIR", help="root for relative image paths (LLaVA's --image_folder; default: the dataset's folder)")
     g.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder for the token-budget checks")
     g.add_argument("--model", metavar="DIR", help="model folder whose vision config sets the image-token count")
+    g.add_argument("--max-length", type=int, metavar="N", help="token budget per record (default: the model's or tokenizer's model_max_length, else 2048)")
     g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
     g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
     g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero); reads every byte")
@@ -61,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate in --sanity (default: 16)")
     g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="generation time limit in seconds for --sanity (default: 120)")
     g.add_argument("-j", "--jobs", type=int, metavar="N", help="worker threads for image checks (default: one per core)")
+    t = p.add_argument_group("target environment (judge adapters for another install than this one)")
+    t.add_argument("--peft-version", metavar="VER", help="judge adapter_config.json for this peft release (e.g. 0.13.2) instead of the installed one")
+    t.add_argument("--transformers-version", metavar="VER", help="judge adapter key layouts for this transformers release (e.g. 4.37.2)")
     s = p.add_argument_group("rule selection")
     s.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
     s.add_argument("--extend-select", type=_codes, metavar="CODES", help="codes or prefixes to add to the selection")
@@ -102,10 +106,12 @@ def run(args: argparse.Namespace) -> int:
         base=pick("base"), image_folder=pick("image-folder"), tokenizer=pick("tokenizer"), model=pick("model"),
         images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
         deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
-        dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+        max_length=pick("max-length"), dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
         extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
                "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,
-               "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit},
+               "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit,
+               **({"peft_version": args.peft_version} if args.peft_version else {}),
+               **({"transformers_version": args.transformers_version} if args.transformers_version else {})},
     )
     if not 0 < options.decode_sample <= 100:
         raise UsageError(f"--decode-sample must be in (0, 100], got {options.decode_sample}")
