@@ -101,19 +101,34 @@ def refuse_unsupported(config: dict[str, Any], where: Path) -> None:
             f"{where}: init_lora_weights={config['init_lora_weights']!r} rewrote the base weights at training "
             "start, so this adapter is relative to a modified base. Re-save it with peft's "
             "`save_pretrained(..., path_initial_model_for_weight_conversion=...)` to get a plain LoRA, then merge.")
+    defaults = _peft_defaults()
     active = []
     for key, value in config.items():
-        if key in _HARMLESS or value in (None, False, {}, [], "", 0):
+        if key in _HARMLESS or value in (None, False, {}, [], "", 0) or defaults.get(key, object()) == value:
             continue
         active.append(key)
-    if config.get("layer_replication"):
-        active.append("layer_replication")
     if active:
         names = ", ".join(sorted(set(active)))
         raise UsageError(
             f"{where}: this adapter uses {names}, which a plain LoRA merge cannot reproduce (it changes the "
             "model's structure or makes the adapter conditional). Keep it as an adapter, or merge it with "
             "peft's `merge_and_unload()` on a peft version that supports it.")
+
+
+def _peft_defaults() -> dict[str, Any]:
+    """Defaults of the installed peft's LoraConfig: a field a newer peft added and left at its
+    default changes nothing (empty when peft is absent)."""
+    try:
+        import dataclasses
+
+        from peft import LoraConfig
+    except Exception:  # noqa: BLE001 - peft missing or broken: only the known fields are trusted
+        return {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(LoraConfig):
+        if f.default is not dataclasses.MISSING and isinstance(f.default, (str, int, float, bool, type(None))):
+            out[f.name] = f.default
+    return out
 
 
 def _adapter_tensors(folder: Path, reader: TensorReader) -> dict[str, TensorRef]:
