@@ -9,7 +9,9 @@ tensors as transformers' ``convert_llava_weights_to_hf.py`` does (``model.layers
 ``--vision-tower`` when the checkpoint does not hold it, builds ``LlavaConfig`` (or
 ``LlavaNextConfig`` for ``image_aspect_ratio: anyres``) and a processor with a slow image
 processor, adds ``<image>`` (and ``<pad>``) to the tokenizer and grows the embeddings and
-lm_head with the converter's mean initialisation. Tensors stream one at a time.
+lm_head with the converter's mean initialisation. Tensors stream one at a time. A config with
+``image_aspect_ratio: pad`` gets ``LlavaImageProcessor(do_pad=True)`` (LLaVA's expand2square;
+transformers >= 4.45), any other a ``CLIPImageProcessor``; both the slow (PIL) kind.
 
 ## Why is this bad?
 transformers does not know ``llava_llama`` / ``llava_mistral`` (``KeyError: 'llava_mistral'``,
