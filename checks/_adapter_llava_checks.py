@@ -156,3 +156,46 @@ class ModelBaseMismatch(Check):
             yield self.finding(f"--model-base {base_dir} does not match this LoRA's config.json ({'; '.join(diffs)})"
                                + (f"; the adapter was trained on {recorded!r}" if recorded else ""),
                                path=f"{path}/config.json", hint=f"Use --model-base {recorded}." if recorded else None)
+
+
+@register
+class NeedsLlavaCodebase(Check):
+    """This LoRA output loads only through the LLaVA codebase, not through transformers.
+
+    ## What it does
+    Reads `model_type` and `architectures` from the output's config.json. The original LLaVA
+    types (`llava_llama`, `llava_mistral`, `llava_mpt`, LLaVA-NeXT's `llava_qwen`, ...) exist only
+    after the `llava` package registers them on import; v1.5 releases say `llava` with
+    `LlavaLlamaForCausalLM`, which collides with transformers' own `llava`.
+
+    ## Why is this bad?
+    Outside the LLaVA codebase and its pinned transformers 4.37.2, `AutoConfig` raises
+    `KeyError: 'llava_llama'`, `AutoTokenizer` raises `KeyError: 'LlavaMistralConfig'`, and
+    serving stacks (vLLM, TGI, transformers pipelines) cannot load it. The projector lives apart in
+    `non_lora_trainables.bin` and is lost by any tool that only merges the LoRA.
+
+    ## Example
+    `config.json`: `{"model_type": "llava_mistral", "mm_projector_type": "mlp2x_gelu", ...}` beside
+    `adapter_model.safetensors` and `non_lora_trainables.bin`.
+
+    ## How to fix
+    `vlm-doctor merge OUTPUT -o OUTPUT-hf` (or `vlm-doctor check OUTPUT --fix`) folds the LoRA
+    into the base, adds the trained projector and writes a transformers-native
+    `LlavaForConditionalGeneration` checkpoint. Or keep using the LLaVA codebase with its pins.
+    """
+
+    code = "LLV009"
+    name = "needs-llava-codebase"
+    severity = Severity.INFO
+    artifacts = LORA
+    requires = ("LLV001",)
+
+    def run(self, llava_config: dict[str, Any], path: str):
+        model_type = llava_config.get("model_type")
+        arch = ", ".join(str(a) for a in llava_config.get("architectures") or []) or "no architectures"
+        yield self.finding(
+            f"model_type {model_type!r} ({arch}) loads only through the LLaVA codebase's builder; transformers "
+            "raises KeyError on it, and the projector sits apart in non_lora_trainables.bin",
+            path=f"{path}/config.json", location=Location(key="model_type"), fix=_merge_fix(),
+            hint=f"vlm-doctor merge {path} -o {path}-hf writes a transformers-native llava checkpoint "
+                 "(LoRA folded, projector included).")

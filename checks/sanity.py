@@ -59,11 +59,7 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
     except UsageError as e:
         raise Skip(str(e)) from None
     if report is not None:  # the stage table (times, memory) travels in the report's stats
-        report.stats.setdefault("sanity", {})[str(path)] = [
-            {"stage": st.number, "name": st.info.title, "status": st.status, "seconds": round(st.seconds, 3),
-             "peak_memory_bytes": st.peak_memory_bytes, "memory_kind": st.memory_kind, "detail": st.detail}
-            for st in result.stages
-        ]
+        report.stats.setdefault("sanity", {})[str(path)] = [st.to_dict() for st in result.stages]
     return result
 
 

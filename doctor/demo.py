@@ -1,6 +1,7 @@
 """``vlm-doctor demo DIR``: build a small workspace with planted problems and run the whole
-pipeline on it: check, fix (repair the dataset, merge the adapters, convert the original-LLaVA
-output) and the inference sanity pass on the merged model.
+pipeline on it: check, fix (repair the dataset, merge the original-LLaVA output into a
+transformers-native checkpoint), merge the trained adapter, and the inference sanity pass on
+both merged models.
 
 Everything is built locally with ``doctor.testing`` (tiny random models, real images); nothing is
 downloaded. The demo ends with a table of the planted problems and the finding that caught each.
@@ -27,13 +28,13 @@ class Planted:
 
 PLANTED = (
     Planted("image file missing", "data/train.json", ("DAT201",)),
-    Planted("OpenAI roles (user/assistant) LLaVA does not know", "data/train.json", ("DAT102",)),
+    Planted("OpenAI roles (user/assistant) LLaVA does not know", "data/train.json", ("DAT101",)),
     Planted("image set but no <image> placeholder", "data/train.json", ("DAT110",)),
-    Planted("truncated JPEG (opens, fails to decode)", "data/train.json", ("DAT206",)),
+    Planted("truncated JPEG (opens, fails to decode)", "data/train.json", ("DAT207",)),
     Planted("image path leaving the image folder", "data/train.json", ("DAT209",)),
-    Planted("adapter never trained (all-zero lora_B)", "adapters/llava-lora-untrained", ("ADP201",)),
-    Planted("checkpoint without projector weights", "models/llava-no-projector", ("CKP101",)),
-    Planted("original-LLaVA config type transformers does not know", "llava-original/llava-v1.5-tiny-lora", ("CKP002", "LLV001")),
+    Planted("adapter never trained (all-zero lora_B)", "adapters/llava-lora-untrained", ("ADP020",)),
+    Planted("checkpoint without projector weights", "models/llava-no-projector", ("CKP104",)),
+    Planted("original-LLaVA output transformers cannot load", "llava-original/llava-v1.5-tiny-lora", ("LLV009",)),
 )
 
 
@@ -85,11 +86,18 @@ def run_demo(target: str, *, force: bool = False, color: bool = False, progress:
     echo("Step 2: the planted problems and what caught them\n")
     missed = _scoreboard(report, root, echo)
 
-    merged = _merged_output(report, paths["adapter"])
-    if merged is not None:
-        echo(f"\nStep 3: inference sanity pass on the merged model {merged}\n")
-        _sanity(merged, echo, color)
-    echo(f"\nDemo finished in {time.perf_counter() - started:.1f} s. Try: vlm-doctor rule {PLANTED[0].codes[0]}")
+    merged = [Path(w) for fix in report.fixes if fix.fixer == "merge" and not fix.error for w in fix.written]
+    echo("\nStep 3: vlm-doctor merge " + f"{paths['adapter']} -o {paths['adapter']}-merged\n")
+    from doctor.fixers.merge import merge
+
+    result = merge(paths["adapter"], out=Path(f"{paths['adapter']}-merged"), check=True)
+    echo("  " + result.summary() + (f"; {len(result.errors)} error(s) in the output" if result.errors else "; the checkpoint doctor finds it clean"))
+    for model in merged:
+        echo(f"\nStep 4: inference sanity pass on {model}\n")
+        _sanity(model, echo, color)
+    echo(f"\nStep 5: vlm-doctor sanity {result.out} --adapter {paths['adapter']} --base {paths['base']}\n")
+    _sanity_with_adapter(result.out, paths["adapter"], paths["base"], echo, color)
+    echo(f"Demo finished in {time.perf_counter() - started:.1f} s. Try: vlm-doctor rule {PLANTED[0].codes[0]}")
     return 1 if missed else 0
 
 
@@ -104,13 +112,6 @@ def _scoreboard(report, root: Path, echo: Callable[[str], None]) -> int:
     return missed
 
 
-def _merged_output(report, adapter: Path) -> Path | None:
-    for fix in report.fixes:
-        if fix.path == str(adapter) and fix.written and not fix.error:
-            return Path(fix.written[0])
-    return None
-
-
 def _sanity(model: Path, echo: Callable[[str], None], color: bool) -> None:
     from doctor import __version__
     from doctor.reporters import OutputFormat, RenderContext, render
@@ -119,3 +120,18 @@ def _sanity(model: Path, echo: Callable[[str], None], color: bool) -> None:
 
     report = run([str(model)], Options(sanity=True, device="auto"), Selection.from_lists(select=["SAN", "CKP"]))
     echo(render(report, OutputFormat.FULL, RenderContext(version=__version__, color=color)))
+
+
+def _sanity_with_adapter(merged: Path, adapter: Path, base: Path, echo: Callable[[str], None], color: bool) -> None:
+    """Stage 5 proper: base + adapter (peft) against the merged checkpoint we wrote."""
+    import io
+
+    from rich.console import Console
+
+    from doctor.reporters.full import sanity_table
+    from doctor.sanity import run_sanity
+
+    result = run_sanity(str(merged), adapter=str(adapter), base=str(base), device="auto")
+    buf = io.StringIO()
+    Console(file=buf, force_terminal=color, width=100).print(sanity_table(str(merged), [st.to_dict() for st in result.stages]))
+    echo(buf.getvalue())

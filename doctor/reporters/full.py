@@ -66,7 +66,7 @@ def render(report: "Report", ctx: "RenderContext") -> str:
             console.print(fix.diff, markup=False, highlight=False)
 
     for model, stages in report.stats.get("sanity", {}).items():
-        console.print(_sanity_table(model, stages))
+        console.print(sanity_table(model, stages))
 
     if ctx.verbose:
         skipped = [r for r in report.results if r.status is Status.SKIP]
@@ -94,7 +94,7 @@ def _owner(path: str, report: "Report") -> str:
     return max(candidates, key=len) if candidates else path
 
 
-def _sanity_table(model: str, stages: list[dict]):
+def sanity_table(model: str, stages: list[dict]):
     from rich.table import Table
 
     table = Table(title=f"sanity pass: {model}", title_justify="left", show_edge=False)
