@@ -133,7 +133,7 @@ def run_job(job: Any, out: Path, dtype: str, max_shard_size: str | int, force: b
         code = job.auto_dtype
     set_dtypes(job.items, code)
     shards = shards_for(job.items, parse_size(max_shard_size))
-    need = check_disk(out, shards)
+    check_disk(out, shards)
     metadata = {"format": "pt", **{k: str(v) for k, v in job.provenance.items()}, "vlm-doctor": __version__}
     with atomic_dir(out, force=force) as tmp:
         write_items(tmp, job.items, shards, metadata, reader, progress or _no_progress, job.rows)
@@ -141,7 +141,8 @@ def run_job(job: Any, out: Path, dtype: str, max_shard_size: str | int, force: b
     result = MergeResult(
         out=out, kind=job.kind, provenance=job.provenance, tensors=len(job.items),
         lora_modules=sum(len(it.loras) for it in job.items), replaced=sum(it.replaced for it in job.items),
-        shards=[s.filename for s in shards], bytes_written=need, dtype=_dtype_label(code, job.items),
+        shards=[s.filename for s in shards], bytes_written=sum(p.stat().st_size for p in out.iterdir() if p.is_file()),
+        dtype=_dtype_label(code, job.items),
         seconds=time.perf_counter() - started, notes=list(job.notes),
     )
     if check:
