@@ -84,7 +84,7 @@ def original_items(refs: list[TensorRef], where: Path, spec: LlavaSpec | None) -
         if c[0] == "image_newline":
             items.append(Item("image_newline", r, r.dtype, r.shape))  # dropped later unless llava_next
             continue
-        name = hf_name(c[0], c[1], spec or _ANY)
+        name = hf_name(c[0], c[1], spec or ANY_SPEC)
         if name is None:
             unknown.append(r.key)
             continue
@@ -95,7 +95,8 @@ def original_items(refs: list[TensorRef], where: Path, spec: LlavaSpec | None) -
     return items
 
 
-_ANY = LlavaSpec(text_config={}, vision_config={}, tokenizer_dir=Path("."), aspect="anyres", grid_pinpoints=[[1, 1]])
+# names every part, image_newline included (finish_job drops it for plain llava)
+ANY_SPEC = LlavaSpec(text_config={}, vision_config={}, tokenizer_dir=Path("."), aspect="anyres", grid_pinpoints=[[1, 1]])
 
 
 def add_vision_tower(items: list[Item], orig: dict[str, Any], vision_tower: str | Path | None,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from doctor.fixers._convert_hf import hf_name, text_config_from_original
 from doctor.fixers._convert_plan import (
+    ANY_SPEC,
     add_vision_tower,
     check_projector_type,
     finish_job,
@@ -103,7 +104,7 @@ def _add_non_lora(items: list[Item], lora_dir: Path, reader: TensorReader) -> in
     for key, tensor in state.items():
         ref = TensorRef(key, st_code(tensor.dtype), tuple(tensor.shape), pseudo)
         c = canonical(key)
-        name = hf_name(c[0], c[1], _next_spec()) if c else None
+        name = hf_name(c[0], c[1], ANY_SPEC) if c else None
         if name is None:
             raise ArtifactError(f"{path}: tensor {key} fits no part of a LLaVA model")
         if name in by_name:
@@ -115,12 +116,6 @@ def _add_non_lora(items: list[Item], lora_dir: Path, reader: TensorReader) -> in
         else:
             raise ArtifactError(f"{path}: tensor {key} has no counterpart in the base model")
     return len(state)
-
-
-def _next_spec():  # names image_newline too; finish_job drops it for plain llava
-    from doctor.fixers._convert_plan import _ANY
-
-    return _ANY
 
 
 def plan_xtuner(release: Path, base: str | Path | None, vision_tower: str | Path | None,
