@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-folder", metavar="DIR", help="root for relative image paths (LLaVA's --image_folder; default: the dataset's folder)")
     g.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder for the token-budget checks")
     g.add_argument("--model", metavar="DIR", help="model folder whose vision config sets the image-token count")
+    g.add_argument("--vision-tower", metavar="DIR", help="local CLIP folder for --fix merges/conversions of original-LLaVA and XTuner outputs whose recorded tower is not local")
     g.add_argument("--max-length", type=int, metavar="N", help="token budget per record (default: the model's or tokenizer's model_max_length, else 2048)")
     g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
     g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
                "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,
                "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit,
+               **({"vision_tower": args.vision_tower} if args.vision_tower else {}),
                **({"peft_version": args.peft_version} if args.peft_version else {}),
                **({"transformers_version": args.transformers_version} if args.transformers_version else {})},
     )
