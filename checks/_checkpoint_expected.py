@@ -91,8 +91,12 @@ def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
     return pred
 
 
+MAX_LAYERS = 1024  # far above any real model; a bogus count would build millions of modules
+
+
 def build_meta_model(folder: Path) -> Any:
     """The model class of config.json, instantiated on the meta device."""
+    _refuse_absurd_depth(folder)
     import torch
     import transformers
 
@@ -110,11 +114,29 @@ def build_meta_model(folder: Path) -> Any:
         raise BuildError(f"{cls.__name__} cannot be built from config.json: {type(e).__name__}: {e}") from None
 
 
+def _refuse_absurd_depth(folder: Path) -> None:
+    """Meta tensors cost no memory, but every layer is a Python module: a config that declares
+    10**12 layers would exhaust memory before any check could report it."""
+    from ._checkpoint_files import load_json_dict
+
+    stack: list[tuple[str, Any]] = [("", load_json_dict(folder / "config.json") or {})]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            elif (re.fullmatch(r"(num_\w*layers|n_layers?|num_hidden_layers|depth)", key) and isinstance(value, int)
+                  and not isinstance(value, bool) and value > MAX_LAYERS):
+                raise BuildError(f"config.json declares {prefix}{key} = {value:,}: not a real model (refusing to "
+                                 "build it; from_pretrained would exhaust memory)")
+
+
 def model_class(config: Any) -> Any:
     """``architectures[0]`` when transformers has it, else the first Auto class that maps the config."""
     import transformers
 
-    for arch in getattr(config, "architectures", None) or []:
+    archs = getattr(config, "architectures", None)
+    for arch in archs if isinstance(archs, list) else []:
         cls = getattr(transformers, arch, None) if isinstance(arch, str) else None
         if cls is not None and hasattr(cls, "_from_config"):
             return cls

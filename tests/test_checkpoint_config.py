@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doctor.testing import make_llava_model, make_llava_original_model, tiny_inputs
 from tests.test_checkpoint_common import (
@@ -283,3 +285,39 @@ def test_generation_config_beam_flags_and_bad_json(clean: dict[str, Any], tmp_pa
     assert f.location is not None and f.location.line == 2
     (model / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.2, "top_p": 0.9}))
     assert_passes(run_ckp(model), "CKP012")
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False), st.text(max_size=5),
+                 st.lists(st.one_of(st.integers(-5, 500), st.text(max_size=3)), max_size=3),
+                 st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+FUZZ_KEYS = ("image_token_index", "vision_feature_layer", "vision_feature_select_strategy", "image_grid_pinpoints",
+             "transformers_version", "text_config", "vision_config", "tie_word_embeddings", "mm_hidden_size",
+             "text_config.vocab_size", "text_config.hidden_size", "text_config.cross_attention_layers",
+             "text_config.pad_token_id", "vision_config.hidden_size", "vision_config.num_hidden_layers",
+             "vision_config.intermediate_layers_indices", "vision_config.vision_output_dim", "vision_config.patch_size")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(family=st.sampled_from(FAMILIES), edits=st.dictionaries(st.sampled_from(FUZZ_KEYS), JUNK, min_size=1, max_size=3),
+       model_type=st.sampled_from(["llava", "mllama", "llava_mistral", "nope", ""]),
+       architectures=st.one_of(st.none(), st.lists(st.text(max_size=8), max_size=2)))
+def test_junk_config_values_give_findings_never_a_crash(clean: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+                                                         family: str, edits: dict[str, Any], model_type: str,
+                                                         architectures: list[str] | None) -> None:
+    model = clone(clean[family].path, tmp_path_factory.mktemp("junk") / "m")
+    data = json.loads((model / "config.json").read_text())
+    data["model_type"], data["architectures"] = model_type, architectures
+    for dotted, value in edits.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[part] if isinstance(node.get(part), dict) else {}
+        node[leaf] = value
+    (model / "config.json").write_text(json.dumps(data))
+    run_ckp(model)  # asserts no internal error
+
+
+def test_absurd_layer_count_is_refused_not_built(clean: dict[str, Any], tmp_path: Path) -> None:
+    model = clone(clean["llava"].path, tmp_path / "m")
+    edit_json(model / "config.json", text_config__num_hidden_layers=10**12)
+    assert_fails(run_ckp(model), "CKP100", "1,000,000,000,000", "refusing")
