@@ -91,8 +91,8 @@ class TensorsMissing(Check):
     degrades every answer.
 
     ## Example
-    A merge that saved the language model only: `model.multi_modal_projector.linear_1.weight`, ...
-    missing.
+    A merge that saved the language model only: `multi_modal_projector.linear_1.weight`, ... missing
+    (named as `save_pretrained` writes them, whatever layout the folder uses).
 
     ## How to fix
     Add the missing tensors from the checkpoint that has them: the projector from the training run's

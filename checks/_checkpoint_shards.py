@@ -187,7 +187,7 @@ class ShardUnlisted(Check):
 
     def run(self, ckp_shard_sets: list[ModelWeights], path: str):
         for s in ckp_shard_sets:
-            listed = set((s.index or {}).get("weight_map", {}).values())
+            listed = {v for v in (s.index or {}).get("weight_map", {}).values() if isinstance(v, str)}
             ext = ".safetensors" if s.format == "safetensors" else ".bin"
             extra = sorted(p.name for p in Path(path).iterdir()
                            if _SHARD_RE.match(p.name) and p.name.endswith(ext) and p.name not in listed)

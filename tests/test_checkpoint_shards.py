@@ -201,3 +201,15 @@ def test_bin_index_entries_are_checked_too(sharded: dict[str, Any], tmp_path: Pa
     _write_index(model, data, name)
     assert_fails(run_ckp(model), "CKP204", "pytorch_model.bin.index.json")
     assert _weights.weight_files(model)[0].endswith(".bin")
+
+
+@pytest.mark.parametrize("content,code", [
+    ('{"weight_map": {"a": null, "b": ["x"]}, "metadata": {"total_size": "abc"}}', "CKP201"),
+    ('{"weight_map": [1, 2]}', "CKP201"),
+    ('{"weight_map": {"a": "model.safetensors.index.json", "b": "."}}', "CKP202"),
+    ("version https://git-lfs.github.com/spec/v1\n", "CKP201"),
+])
+def test_junk_index_gives_findings_never_a_crash(sharded: dict[str, Any], tmp_path: Path, content: str, code: str) -> None:
+    model = clone(sharded["llava"].path, tmp_path / "m")
+    (model / INDEX).write_text(content)
+    assert_fails(run_ckp(model, deep=True), code)

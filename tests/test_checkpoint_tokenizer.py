@@ -233,3 +233,20 @@ def test_mllama_processor_needs_no_expansion_fields(clean: dict[str, Any]) -> No
     proc = json.loads((clean["mllama"].path / "processor_config.json").read_text())
     assert "patch_size" not in proc
     assert_passes(run_ckp(clean["mllama"].path), "CKP407")
+
+
+@pytest.mark.parametrize("name,content", [
+    ("tokenizer.json", '{"model": {"vocab": [[1, 2], "x"]}, "added_tokens": [5, {"id": "x", "content": 3}]}'),
+    ("tokenizer.json", "[]"),
+    ("added_tokens.json", '{"<x>": "y", "<z>": 10000}'),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"x": 5, "7": {"content": 3}}, "pad_token": {"content": null}}'),
+    ("processor_config.json", '{"image_processor": {"image_grid_pinpoints": [[1]]}, "patch_size": [], "image_token": 5}'),
+    ("preprocessor_config.json", "[1]"),
+    ("generation_config.json", '{"eos_token_id": {"a": 1}, "do_sample": null, "temperature": [1]}'),
+    ("tokenizer.model", "not a sentencepiece model"),
+])
+def test_junk_tokenizer_and_processor_files_never_crash(clean: dict[str, Any], tmp_path: Path, name: str,
+                                                        content: str) -> None:
+    model = clone(clean["llava_next"].path, tmp_path / "m")
+    (model / name).write_text(content)
+    run_ckp(model)  # asserts no internal error
