@@ -8,7 +8,7 @@ from typing import Any
 
 from doctor.artifacts import ORIGINAL_LLAVA_TYPES
 from doctor.errors import Skip
-from doctor.findings import Location, Severity
+from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, register
 
 from ._checkpoint_files import JsonFile, ModelWeights, image_token_id, text_config
@@ -22,6 +22,17 @@ ORIGINAL_CONFIG_CLASSES = {
 }
 ORIGINAL_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM", "LlavaMptForCausalLM")
 ORIGINAL_CONFIG_KEYS = ("mm_vision_tower", "mm_projector_type", "mm_hidden_size", "mm_vision_select_layer")
+# transformers' converter handles the llama and mistral language models of the LLaVA codebase
+CONVERTIBLE = frozenset({"llava_llama", "llava_mistral", "llava"})
+
+
+def convert_fix(model_type: str) -> Fix | None:
+    if model_type not in CONVERTIBLE:
+        return None
+    return Fix("convert to transformers' LlavaForConditionalGeneration (vlm-doctor convert), written beside it",
+               Applicability.SAFE, fixer="convert")
+
+
 FIX_ORIGINAL = (
     "Convert it to transformers' own layout with `vlm-doctor convert` (a LoRA output: `vlm-doctor merge`), "
     "or load it with the LLaVA codebase: install haotian-liu/LLaVA with its pins (transformers==4.37.2, "
@@ -128,7 +139,7 @@ class ModelTypeUnregistered(Check):
                 f"KeyError: {cls_name!r}"
                 + (" (the llava package is installed here, so its own builder can load it)" if llava_here else ""),
                 path=where, location=loc, hint=FIX_ORIGINAL,
-                severity=Severity.INFO if llava_here else None)
+                severity=Severity.INFO if llava_here else None, fix=convert_fix(mt))
         elif mt == "projector":
             yield self.finding(
                 "model_type 'projector' is XTuner's projector folder (trust_remote_code), not a model transformers "
@@ -191,7 +202,7 @@ class LlavaModelTypeCollision(Check):
             "config.json says model_type \"llava\" (transformers' native LlavaForConditionalGeneration) but the "
             f"checkpoint is in the original LLaVA layout ({'; '.join(evidence)}): Auto classes load the wrong "
             "class and every weight would be newly initialized",
-            path=config_path(path), location=Location(key="model_type"))
+            path=config_path(path), location=Location(key="model_type"), fix=convert_fix("llava"))
 
 
 @register

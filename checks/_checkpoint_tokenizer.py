@@ -61,7 +61,8 @@ class TokenizerFilesMissing(Check):
 
     ## What it does
     Looks for `tokenizer_config.json` and a vocabulary file (`tokenizer.json`, `tokenizer.model`,
-    `vocab.json`, ...) in the model folder (or in `--tokenizer`), and checks they parse.
+    `vocab.json`, ...) in the model folder (or in `--tokenizer`), and checks they parse. Models
+    without a text side (a config with no `vocab_size`, such as a CLIP vision tower) need none.
 
     ## Why is this bad?
     `AutoTokenizer.from_pretrained(model_path)` (which LLaVA's builder calls) then falls back to the
@@ -86,6 +87,8 @@ class TokenizerFilesMissing(Check):
     def run(self, ckp_own_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], options: Any):
         t = ckp_own_tokenizer
         cls = ckp_config.get("model_type", "?")
+        if not t.has_tokenizer and not _has_text_side(ckp_config):
+            return  # a vision tower (CLIPVisionModel, SigLIP) or a projector reads no text
         if not t.has_tokenizer:
             info = installed_transformers()
             v4 = info is not None and version_tuple(info.version)[:1] < (5,)
@@ -102,6 +105,13 @@ class TokenizerFilesMissing(Check):
                                path=_tok_file(t), location=loc)
         for problem in t.problems:
             yield self.finding(problem, path=str(t.folder))
+
+
+def _has_text_side(config: dict[str, Any]) -> bool:
+    """A model that reads tokens: its config, or a sub-config, declares a vocabulary."""
+    if "vocab_size" in config:
+        return True
+    return any(isinstance(sub, dict) and "vocab_size" in sub for sub in config.values())
 
 
 def _config_class(model_type: str) -> str:

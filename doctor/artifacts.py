@@ -182,13 +182,17 @@ def _classify_dir(path: Path) -> Artifact | None:
         meta["checkpoints"] = [n for _, n in checkpoints]
 
     config = read_json_small(path / "config.json") if "config.json" in names else None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        config = None
+    raw_type = config.get("model_type") if config else None
+    model_type = raw_type if isinstance(raw_type, str) else None  # junk types are CKP's to report
     meta["model_type"] = model_type
+    architectures = config.get("architectures") if config else None
+    if not isinstance(architectures, list):
+        architectures = []
     is_original = model_type in ORIGINAL_LLAVA_TYPES or (
-        model_type == "llava"
-        and isinstance(config, dict)
-        and any("LlavaLlama" in str(a) or "LlavaMistral" in str(a) for a in config.get("architectures") or [])
-    ) or (isinstance(config, dict) and "mm_projector_type" in config)
+        model_type == "llava" and any("LlavaLlama" in str(a) or "LlavaMistral" in str(a) for a in architectures)
+    ) or (config is not None and "mm_projector_type" in config)
 
     if "adapter_config.json" in names:
         kinds.add("adapter")

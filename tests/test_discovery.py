@@ -84,3 +84,14 @@ def test_missing_path_is_a_clear_error(tmp_path):
 def test_same_artifact_twice_is_checked_once(tree):
     found = discover([str(tree / "models" / "hf"), str(tree / "models")])
     assert [a.path for a in found].count(str(tree / "models" / "hf")) == 1
+
+
+@pytest.mark.parametrize("config", [
+    {"model_type": ["llava"]}, {"model_type": {"a": 1}}, {"model_type": "llava", "architectures": 3},
+    {"model_type": None, "architectures": "LlavaLlamaForCausalLM"}, [1, 2], "text",
+])
+def test_junk_configs_never_crash_discovery(tmp_path, config):
+    write(tmp_path / "m" / "config.json", config)
+    write(tmp_path / "m" / "model.safetensors", raw=b"")
+    (art,) = discover([str(tmp_path / "m")])
+    assert "model" in art.kinds
