@@ -5,13 +5,13 @@ checkpoint's tensor names (header-only). Shared by the ADP, LLV and XTN families
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doctor import layouts
+from doctor.io.jsonfile import JsonFile, read_json
 from doctor.io.safetensors_header import TensorInfo, read_folder_tensors, read_header
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -19,44 +19,12 @@ _EMBEDDING_LEAVES = ("embed_tokens", "wte", "wpe", "word_embeddings", "tok_embed
                      "position_embedding", "embeddings", "tile_embedding", "shared")
 
 
-@dataclass
-class JsonDoc:
-    """A small JSON file as read: ``data`` when it parsed, else ``error`` with its line/column."""
-
-    file: str
-    exists: bool
-    data: Any = None
-    error: str | None = None
-    line: int | None = None
-    column: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exists and self.error is None
+JsonDoc = JsonFile  # the adapter family's name for the shared reader
 
 
-def read_json_doc(file: str | os.PathLike[str], limit: int = 16 << 20) -> JsonDoc:
+def read_json_doc(file: str | os.PathLike[str], limit: int = 16 << 20) -> JsonFile:
     """Parse a JSON file; never raises. Errors carry the parser's line and column."""
-    p = Path(file)
-    doc = JsonDoc(str(p), p.is_file())
-    if not doc.exists:
-        doc.error = "file is missing"
-        return doc
-    try:
-        if p.stat().st_size > limit:
-            doc.error = f"file is {p.stat().st_size} bytes, larger than {limit} for a config"
-            return doc
-        text = p.read_bytes().decode("utf-8-sig")
-        doc.data = json.loads(text)
-    except UnicodeDecodeError as e:
-        doc.error = f"not UTF-8 text ({e.reason} at byte {e.start})"
-    except json.JSONDecodeError as e:
-        doc.error, doc.line, doc.column = e.msg, e.lineno, e.colno
-    except RecursionError:
-        doc.error = "JSON nested too deeply"
-    except OSError as e:
-        doc.error = f"cannot read: {e.strerror}"
-    return doc
+    return read_json(file, limit)
 
 
 @dataclass

@@ -8,62 +8,21 @@ then ``model.safetensors.index.json``, then ``pytorch_model.bin``, then its inde
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doctor.errors import Skip
+from doctor.io.jsonfile import JSON_LIMIT, JsonFile, read_json  # noqa: F401 - re-exported
 from doctor.registry import fixture
 
-JSON_LIMIT = 64 << 20
 SAFE_NAME, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 ADAPTER_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
 _LORA_RE = re.compile(r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|base_layer)(\.|$)")
 
 
-@dataclass
-class JsonFile:
-    """A parsed JSON file, or why it could not be parsed (with a 1-based line and column)."""
-
-    path: Path
-    exists: bool
-    data: Any = None
-    error: str | None = None
-    line: int | None = None
-    column: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exists and self.error is None
-
-
-def read_json(path: Path, limit: int = JSON_LIMIT) -> JsonFile:
-    """Parse a JSON file; never raises for bad content."""
-    if not path.is_file():
-        return JsonFile(path, exists=False)
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            return JsonFile(path, True, error=f"{size:,} bytes is too large for a {path.name}")
-        raw = path.read_bytes()
-    except OSError as e:
-        return JsonFile(path, True, error=f"cannot read: {e.strerror or e}")
-    if raw.startswith(b"version https://git-lfs"):
-        return JsonFile(path, True, error="this is a Git-LFS pointer, not the file (the download skipped LFS)",
-                        line=1, column=1)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        return JsonFile(path, True, error=f"not UTF-8 (byte {e.start})")
-    try:
-        return JsonFile(path, True, data=json.loads(text))
-    except json.JSONDecodeError as e:
-        return JsonFile(path, True, error=e.msg, line=e.lineno, column=e.colno)
-    except RecursionError:
-        return JsonFile(path, True, error="nested too deeply to parse")
 
 
 def load_json_dict(path: Path) -> dict[str, Any] | None:
