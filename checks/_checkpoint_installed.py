@@ -49,15 +49,6 @@ class InstalledTransformers:
         return False
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    """``4.37.2`` -> (4, 37, 2); ``5.0.0.dev0`` -> (5, 0, 0); junk -> ()."""
-    parts: list[int] = []
-    for piece in version.split("."):
-        m = re.match(r"\d+", piece)
-        if not m:
-            break
-        parts.append(int(m.group()))
-    return tuple(parts)
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.envprobe import version_tuple
 from doctor.findings import Location, Severity
 from doctor.registry import Check, register
 
 from ._checkpoint_config import ORIGINAL_ARCHITECTURES
 from ._checkpoint_config import config_path as _config_path
 from ._checkpoint_config import installed as _installed
-from ._checkpoint_installed import version_tuple
 
 
 @register

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from doctor.envprobe import version_tuple
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register
 
 from ._checkpoint_files import ModelWeights, image_token_id, load_json_dict, text_config
-from ._checkpoint_installed import installed_transformers, version_tuple
+from ._checkpoint_installed import installed_transformers
 from ._checkpoint_tokenizer_files import TokenizerFacts, read_tokenizer
 
 DEFAULT_IMAGE_TOKENS = {"mllama": "<|image|>"}

@@ -115,6 +115,17 @@ def _gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``4.37.2`` -> (4, 37, 2); ``5.0.0.dev0`` -> (5, 0, 0); junk -> (). Comparable, never raises."""
+    parts: list[int] = []
+    for piece in version.split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    return tuple(parts)
+
+
 def package_file(dist: str, relative: str) -> Path | None:
     """A file inside an installed distribution, found from its metadata (no import)."""
     try:

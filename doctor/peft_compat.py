@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
+
+from doctor.envprobe import version_tuple as parse_version
 
 RAISE = "raise"
 DROP_WITH_WARNING = "drop-with-warning"
@@ -105,15 +106,6 @@ class KeyCompat:
     reason: str | None      # why not, when not droppable
 
 
-def parse_version(version: str) -> tuple[int, ...]:
-    """``"0.13.2"`` -> ``(0, 13, 2)``; ``"0.18.0.dev0"`` -> ``(0, 18, 0)``."""
-    parts = []
-    for piece in version.split("."):
-        m = re.match(r"\d+", piece)
-        if not m:
-            break
-        parts.append(int(m.group()))
-    return tuple(parts)
 
 
 def installed_peft_version() -> str | None:
