@@ -7,8 +7,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from doctor.errors import UsageError
 
@@ -53,3 +53,12 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def copy_item(src: Path, dst: Path) -> None:
+    """Copy a file or folder into a folder being built. Never a hard link: a later in-place
+    write to the new artifact must not reach the input it came from."""
+    if src.is_dir():
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst)

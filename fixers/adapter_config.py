@@ -1,7 +1,7 @@
 """Fixer for ADP006 / ADP007 / ADP008 / ADP009 / ADP016 / ADP017: write a COPY of the adapter
 folder (``<adapter>.fixed/``, or ``--set output=PATH``) with a repaired adapter_config.json and,
 where module names must change, renamed tensor keys. The input folder is never modified; weights
-that do not change are hard-linked (copied across file systems).
+that do not change are copied (never hard-linked: the input must stay out of reach).
 
 Params it understands (merged over all findings of one adapter):
 
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import shutil
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doctor import peft_compat
-from doctor.atomic import atomic_dir
+from doctor.atomic import atomic_dir, copy_item
 from doctor.report import FixOutcome
 
 if TYPE_CHECKING:
@@ -72,22 +71,12 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
         for item in src.iterdir():
             if item.name == CONFIG or (rename and item.name.startswith("adapter_model.")):
                 continue
-            _link_or_copy(item, tmp / item.name)
+            copy_item(item, tmp / item.name)
         (tmp / CONFIG).write_text(fixed_text, encoding="utf-8")
         if rename:
             _write_renamed_weights(src, tmp, rename)
     outcome.written.append(str(out))
     return outcome
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, symlinks=True)
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def rename_key(key: str, rename: dict[str, str]) -> str:

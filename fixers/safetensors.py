@@ -3,11 +3,10 @@ single weights file) to safetensors. A SAFE fix: the tensors are read only after
 scan (``doctor.io.pickle_scan.safe_load``: scan, then ``torch.load(weights_only=True)``), and the
 output is NEW files; the input is never modified.
 
-- a folder becomes ``<folder>-safetensors/`` (or ``--set output=PATH``): the converted weights
+- a folder becomes ``<folder>-safetensors/`` (or ``output=PATH`` through the Python API: ``doctor.check(..., fix=True, output=PATH)``): the converted weights
   (``pytorch_model.bin`` -> ``model.safetensors``, ``pytorch_model-00001-of-00002.bin`` ->
   ``model-00001-of-00002.safetensors`` with ``model.safetensors.index.json``,
-  ``adapter_model.bin`` -> ``adapter_model.safetensors``) and every other file hard-linked (copied
-  across file systems);
+  ``adapter_model.bin`` -> ``adapter_model.safetensors``) and every other file copied (never hard-linked);
 - a single file ``X.bin`` becomes ``X.safetensors`` beside it (refused if that exists).
 
 Tensors sharing storage (tied embeddings) are stored once, as safetensors' ``save_model`` does;
@@ -21,11 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doctor.atomic import atomic_dir, atomic_file
+from doctor.atomic import atomic_dir, atomic_file, copy_item
 from doctor.errors import ArtifactError, UsageError
 from doctor.report import FixOutcome
 
@@ -77,7 +75,7 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
         for item in src.iterdir():
             if item in plan or item in indexes or (tmp / item.name).exists():
                 continue
-            _link_or_copy(item, tmp / item.name)
+            copy_item(item, tmp / item.name)
     outcome.written.append(str(out))
     return outcome
 
@@ -169,11 +167,3 @@ def _write_index(index: Path, tmp: Path, plan: dict[Path, str], dropped: dict[st
         f.write(json.dumps(new, indent=2) + "\n")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, symlinks=True)
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -169,7 +169,9 @@ def test_old_peft_raises_and_fix_writes_loadable_copy(world, tmp_path):
     assert digest(src) == before  # the input is never modified
     fixed = json.loads((out / "adapter_config.json").read_text())
     assert set(fixed) <= peft_compat.fields_known_by("0.8.2")
-    assert (out / "adapter_model.safetensors").stat().st_ino == (src / "adapter_model.safetensors").stat().st_ino
+    # a copy, never a hard link: writing to the new adapter must not reach the input
+    copied, original = out / "adapter_model.safetensors", src / "adapter_model.safetensors"
+    assert copied.stat().st_ino != original.stat().st_ino and copied.read_bytes() == original.read_bytes()
     # the copy computes exactly what the original does
     assert _logits(base, out).equal(_logits(base, src))
     assert findings(out, peft_version="0.8.2").ok
