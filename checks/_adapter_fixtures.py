@@ -82,7 +82,7 @@ def lora_config(adapter_config: dict[str, Any]) -> dict[str, Any]:
 
 @fixture
 def versions(options: Any) -> Versions:
-    """peft / transformers versions to judge against: ``--set peft_version=..`` style extras, or
+    """peft / transformers versions to judge against: ``--peft-version`` / ``--transformers-version`` (``Options.extra``), or
     the installed packages (read from metadata, nothing imported)."""
     extra = getattr(options, "extra", {}) or {}
     return Versions(extra.get("peft_version") or installed_version("peft"),

@@ -1,5 +1,5 @@
 """Fixer for ADP006 / ADP007 / ADP008 / ADP009 / ADP016 / ADP017: write a COPY of the adapter
-folder (``<adapter>.fixed/``, or ``--set output=PATH``) with a repaired adapter_config.json and,
+folder (``<adapter>.fixed/``, or ``output=PATH`` through the Python API) with a repaired adapter_config.json and,
 where module names must change, renamed tensor keys. The input folder is never modified; weights
 that do not change are copied (never hard-linked: the input must stay out of reach).
 

@@ -1,7 +1,7 @@
 """Fixer for the DAT family: write a repaired copy of a dataset beside it, never in place.
 
 ``data.json`` -> ``data.fixed.json`` (``.fixed.jsonl`` for JSON Lines that stays JSON Lines;
-``--set output=PATH`` elsewhere), plus ``data.rejected.jsonl`` with one line per dropped record:
+``output=PATH`` through the Python API elsewhere), plus ``data.rejected.jsonl`` with one line per dropped record:
 ``{"index", "line", "reasons", "record"}``.
 
 Safe repairs (``--fix``), for the codes whose findings were passed in: the file's shape (no BOM,

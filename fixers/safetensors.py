@@ -51,7 +51,7 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
             outcome.diff = f"write {out} (from {src})\n"
             return outcome
         if out.exists() and not extra.get("force"):
-            raise UsageError(f"{out} already exists: choose another output with --set output=PATH")
+            raise UsageError(f"{out} already exists: move it away first (or pass output=PATH to doctor.check)")
         _convert_file(src, out)  # written to a hidden sibling, renamed into place when complete
         outcome.written.append(str(out))
         return outcome
