@@ -6,23 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from doctor.checks._adapter_fixtures import AdapterTensors
-from doctor.checks._adapter_io import ADAPTER_FILES, BaseModel, Weights
+from doctor.checks._adapter_io import BaseModel, Weights
 from doctor.checks._adapter_keys import KeyPlan
 from doctor.checks._adapter_numeric import FLOAT_DTYPES, frobenius, lora_delta_norm, scan_bits
 from doctor.checks._adapter_targets import pattern_value
+from doctor.checks._adapter_weight_checks import ADAPTER, _wfile
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register
 
-ADAPTER = frozenset({"adapter"})
 FULL_SCAN_BYTES = 512 << 20   # NaN / zero scans read everything up to this; --deep lifts it
 TINY_RATIO = 1e-4
 DELTA_SAMPLE = 4
-
-
-def _wfile(path: str, weights: Weights) -> str:
-    return weights.file or f"{path}/{ADAPTER_FILES[0]}"
 
 
 @register

@@ -15,9 +15,6 @@ from doctor.registry import Check, register
 
 ADAPTER = frozenset({"adapter"})
 MIN_REAL_ADAPTER_BYTES = 1024
-FULL_SCAN_BYTES = 512 << 20   # NaN / zero scans read everything up to this; --deep lifts it
-TINY_RATIO = 1e-4
-DELTA_SAMPLE = 4
 
 
 def _wfile(path: str, weights: Weights) -> str:
