@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from doctor.report import Report
 
 
-def check(paths: Any, **kwargs: Any) -> "Report":
+def check(paths: Any, **kwargs: Any) -> Report:
     """Run the checks on ``paths`` (a path or a list of paths); see ``doctor.runner.check``."""
     from doctor.runner import check as _check
 

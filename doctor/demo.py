@@ -10,9 +10,9 @@ downloaded. The demo ends with a table of the planted problems and the finding t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from doctor.errors import UsageError
 
@@ -40,8 +40,7 @@ PLANTED = (
 
 def build_workspace(root: Path, log: Callable[[str], None]) -> dict[str, Path]:
     """Write the demo artifacts under ``root``; return their paths by role."""
-    from doctor.testing import (make_llava_dataset, make_llava_model, make_llava_original_lora,
-                                make_lora_adapter)
+    from doctor.testing import make_llava_dataset, make_llava_model, make_llava_original_lora, make_lora_adapter
 
     paths: dict[str, Path] = {}
     log("dataset: LLaVA JSON with real PNG/JPEG images and 5 planted problems")

@@ -28,7 +28,7 @@ def applicable(finding: Finding, unsafe: bool) -> bool:
     return fix.applicability is Applicability.SAFE or unsafe
 
 
-def apply_fixes(report: Report, options: "Options") -> None:
+def apply_fixes(report: Report, options: Options) -> None:
     groups: dict[tuple[str, str], list[Finding]] = defaultdict(list)
     owners = {a.path: a for a in report.artifacts}
     for f in report.findings:

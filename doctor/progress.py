@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def progress_factory(enabled: bool) -> Callable[..., contextlib.AbstractContextManager[Callable[[int], None]]]:
@@ -24,8 +24,15 @@ def _silent(description: str, total: int | None = None) -> Iterator[Callable[[in
 @contextlib.contextmanager
 def _rich(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     state: dict = {"progress": None, "task": None, "done": 0}
     started = time.monotonic()

@@ -35,8 +35,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 from doctor.findings import Finding, Fix, Location, Severity
 
@@ -68,12 +69,12 @@ FAMILIES: dict[str, Family] = {
     )
 }
 
-REGISTRY: dict[str, type["Check"]] = {}
+REGISTRY: dict[str, type[Check]] = {}
 FIXTURES: dict[str, Callable[..., Any]] = {}
 _loaded: set[str] = set()
 
 
-def register(cls: type["Check"]) -> type["Check"]:
+def register(cls: type[Check]) -> type[Check]:
     """Class decorator: add a check to the registry. Codes are never reused."""
     code = cls.code
     if not re.fullmatch(r"[A-Z]{3}\d{3}", code):

@@ -17,7 +17,7 @@ class ChecksFailed(DoctorError):
 
     exit_code = 1
 
-    def __init__(self, report: "Report") -> None:
+    def __init__(self, report: Report) -> None:
         errors = [f for f in report.findings if f.severity is Severity.ERROR]
         lines = [f"{f.path}: {f.code} {f.message}" for f in errors[:20]]
         more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
@@ -57,7 +57,7 @@ class Report:
     def internal_errors(self) -> list[Finding]:
         return [f for f in self.findings if f.code == "DOC001"]
 
-    def raise_for_errors(self) -> "Report":
+    def raise_for_errors(self) -> Report:
         if not self.ok:
             raise ChecksFailed(self)
         return self

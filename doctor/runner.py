@@ -9,8 +9,9 @@ import importlib.util
 import inspect
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from doctor.artifacts import Artifact, discover, environment_artifact
 from doctor.errors import Skip, UsageError

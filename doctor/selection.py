@@ -14,7 +14,7 @@ class Selection:
 
     @classmethod
     def from_lists(cls, select: list[str] | None = None, ignore: list[str] | None = None,
-                   extend_select: list[str] | None = None) -> "Selection":
+                   extend_select: list[str] | None = None) -> Selection:
         sel = [s.strip().upper() for s in (select or ["ALL"]) if s.strip()]
         sel += [s.strip().upper() for s in (extend_select or []) if s.strip()]
         ign = [s.strip().upper() for s in (ignore or []) if s.strip()]

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from doctor.config import load_config
     from doctor.progress import progress_factory
     from doctor.reporters import OutputFormat, RenderContext, render
-    from doctor.runner import Options, run as run_checks
+    from doctor.runner import Options
+    from doctor.runner import run as run_checks
     from doctor.selection import Selection
 
     config = load_config(args.config)

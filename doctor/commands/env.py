@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from doctor import __version__
     from doctor.envprobe import markdown, probe
-    from doctor.runner import Options, run as run_checks
+    from doctor.runner import Options
+    from doctor.runner import run as run_checks
     from doctor.selection import Selection
 
     env = probe()

@@ -36,6 +36,6 @@ class RenderContext:
     cwd: str | None = None
 
 
-def render(report: "Report", fmt: OutputFormat, ctx: RenderContext) -> str:
+def render(report: Report, fmt: OutputFormat, ctx: RenderContext) -> str:
     module = importlib.import_module(fmt.module)
     return module.render(report, ctx)

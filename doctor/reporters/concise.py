@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from doctor.reporters import RenderContext
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     lines = []
     for f in report.sorted_findings():
         where = f.location.render() if f.location else ""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 STYLES = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     from rich.console import Console
     from rich.markup import escape
     from rich.text import Text
@@ -86,7 +86,7 @@ def render(report: "Report", ctx: "RenderContext") -> str:
     return buf.getvalue()
 
 
-def _owner(path: str, report: "Report") -> str:
+def _owner(path: str, report: Report) -> str:
     paths = [a.path for a in report.artifacts]
     if path in paths or path.startswith("<"):
         return path

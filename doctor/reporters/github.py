@@ -19,7 +19,7 @@ def escape_property(s: str) -> str:
     return escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     out = []
     for f in report.sorted_findings():
         props = []

@@ -10,5 +10,5 @@ if TYPE_CHECKING:
     from doctor.reporters import RenderContext
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     return json.dumps(report.to_dict(ctx.version), indent=2, ensure_ascii=False, default=str) + "\n"

@@ -10,5 +10,5 @@ if TYPE_CHECKING:
     from doctor.reporters import RenderContext
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     return "".join(json.dumps(f.to_dict(), ensure_ascii=False, default=str) + "\n" for f in report.sorted_findings())

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from doctor.reporters import RenderContext
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     by_case = defaultdict(list)
     for f in report.findings:
         code = f.code
@@ -52,7 +52,7 @@ def render(report: "Report", ctx: "RenderContext") -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _owner(path: str, report: "Report") -> str:
+def _owner(path: str, report: Report) -> str:
     paths = {r.path for r in report.results}
     if path in paths:
         return path

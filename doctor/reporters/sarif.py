@@ -21,7 +21,7 @@ LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 INFO_URI = "https://github.com/vlm-doctor/vlm-doctor"
 
 
-def render(report: "Report", ctx: "RenderContext") -> str:
+def render(report: Report, ctx: RenderContext) -> str:
     codes = sorted({r.code for r in report.results} | {f.code for f in report.findings})
     rules = [_rule(code) for code in codes]
     index = {code: i for i, code in enumerate(codes)}
@@ -56,7 +56,7 @@ def _rule(code: str) -> dict[str, Any]:
     }
 
 
-def _result(f, index: dict[str, int], ctx: "RenderContext") -> dict[str, Any]:
+def _result(f, index: dict[str, int], ctx: RenderContext) -> dict[str, Any]:
     text = f.message + (f" Why: {f.why}" if f.why else "") + (f" Fix: {f.hint}" if f.hint else "")
     result: dict[str, Any] = {
         "ruleId": f.code,
