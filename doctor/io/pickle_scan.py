@@ -143,7 +143,8 @@ def _pickle_label(stream: Stream) -> str:
 
 def _format_mismatch(path: str, walk: Walk) -> ScanIssue | None:
     suffix = PurePath(path).suffix.lower()
-    if suffix in PICKLE_SUFFIXES and walk.format not in PICKLE_FORMATS:
+    # a container we could not identify (a broken zip) is SEC004's to report, not a mismatch
+    if suffix in PICKLE_SUFFIXES and walk.format not in PICKLE_FORMATS and walk.detail:
         severity = "warning" if walk.format == "safetensors" else "error"
         hint = {"safetensors": ": rename it to .safetensors",
                 "lfs-pointer": ": run `git lfs pull` or download the real file"}.get(walk.format, "")
