@@ -161,53 +161,39 @@ def _sentencepiece_pieces(path: Path, limit: int = 64 << 20) -> list[str] | None
     except OSError:
         return None
     pieces: list[str] = []
-    pos = 0
     try:
-        while pos < len(data):
-            key, pos = _varint(data, pos)
-            field_no, wire = key >> 3, key & 7
-            if wire == 2:
-                n, pos = _varint(data, pos)
-                if pos + n > len(data):
+        for field_no, payload in _fields(data):
+            if field_no == 1 and payload is not None:
+                piece = next((p.decode("utf-8") for f, p in _fields(payload) if f == 1 and p is not None), None)
+                if piece is None:
                     return None
-                if field_no == 1:
-                    piece = _first_string(data[pos:pos + n])
-                    if piece is None:
-                        return None
-                    pieces.append(piece)
-                pos += n
-            elif wire == 0:
-                _, pos = _varint(data, pos)
-            elif wire == 5:
-                pos += 4
-            elif wire == 1:
-                pos += 8
-            else:
-                return None
-    except (IndexError, UnicodeDecodeError):
+                pieces.append(piece)
+    except (IndexError, UnicodeDecodeError, ValueError):
         return None
     return pieces or None
 
 
-def _first_string(msg: bytes) -> str | None:
+def _fields(msg: bytes):
+    """(field number, bytes payload or None) of each field of a protobuf message; ValueError on
+    a wire type we cannot skip or a length past the end."""
     pos = 0
     while pos < len(msg):
         key, pos = _varint(msg, pos)
         field_no, wire = key >> 3, key & 7
         if wire == 2:
             n, pos = _varint(msg, pos)
-            if field_no == 1:
-                return msg[pos:pos + n].decode("utf-8")
+            if pos + n > len(msg):
+                raise ValueError("length past the end")
+            yield field_no, msg[pos:pos + n]
             pos += n
-        elif wire == 0:
+            continue
+        if wire == 0:
             _, pos = _varint(msg, pos)
-        elif wire == 5:
-            pos += 4
-        elif wire == 1:
-            pos += 8
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
         else:
-            return None
-    return None
+            raise ValueError(f"wire type {wire}")
+        yield field_no, None
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
