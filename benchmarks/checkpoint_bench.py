@@ -165,7 +165,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def header_section(root: Path, repeat: int) -> list[tuple[str, float]]:
-    from doctor.checks._checkpoint_files import read_model_weights
+    from doctor.checks.checkpoint.fixtures import read_model_weights
 
     import doctor
 
@@ -207,7 +207,7 @@ def header_section(root: Path, repeat: int) -> list[tuple[str, float]]:
         ("safetensors: safe_open + keys() on every shard", best(safe_open_keys, repeat)),
         ("safetensors: safe_open + keys() + get_slice().get_shape()", best(safe_open_shapes, repeat)),
     ]
-    from doctor.checks._checkpoint_expected import predict_load
+    from doctor.checks.checkpoint.expected import predict_load
 
     weights = read_model_weights(folder)
     predict_load(folder, weights)  # imports torch + transformers once, outside the timing

@@ -111,8 +111,8 @@ print(json.dumps({"records": n, "invalid": errors}))
 """
 IMAGES = """
 import json, sys, time
-from doctor.checks._dataset_scan import scan_dataset
-from doctor.checks._dataset_imagerun import check_images
+from doctor.checks.dataset.scan import scan_dataset
+from doctor.checks.dataset.images.run import check_images
 from doctor.runner import Options
 scan = scan_dataset(sys.argv[1])
 opts = Options(image_folder=sys.argv[1].rsplit("/", 1)[0] + "/images", images="header", jobs=2)

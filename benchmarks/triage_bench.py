@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, default=20)
     p.add_argument("--keep", metavar="DIR", help="build the run in DIR and keep it")
     a = p.parse_args(argv)
-    from doctor.checks._run_tensors import delta, lora_tensors
-    from doctor.checks._run_triage import analyze_run
+    from doctor.runs.tensors import delta, lora_tensors
+    from doctor.runs.triage import analyze_run
 
     from doctor.cli import main as cli
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _read_all(tensors: dict) -> int:
-    from doctor.checks._run_tensors import read_tensor
+    from doctor.runs.tensors import read_tensor
 
     return sum(int(read_tensor(i).size) for i in tensors.values())
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor.checks._adapter_fixtures import Versions, split_adapter_tensors
-from doctor.checks._adapter_io import (
+from doctor.checks.adapter.fixtures import Versions, split_adapter_tensors
+from doctor.checks.adapter.reading import (
     JsonDoc,
     Weights,
     find_adapter_file,
@@ -20,8 +20,8 @@ from doctor.checks._adapter_io import (
     read_weights,
     resolve_base,
 )
-from doctor.checks._adapter_keys import plan_keys
-from doctor.checks._adapter_targets import resolve
+from doctor.checks.adapter.keys import plan_keys
+from doctor.checks.adapter.targets import resolve
 
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, fixture, register

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from doctor.checks._dataset_files import wrapped_records_key
-from doctor.checks._dataset_repair import DROPPABLE, Rechecker, repair
+from doctor.checks.dataset.file_level import wrapped_records_key
+from doctor.checks.dataset.repair import DROPPABLE, Rechecker, repair
 
 from doctor.atomic import atomic_file
 from doctor.findings import Applicability

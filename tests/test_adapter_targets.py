@@ -254,8 +254,8 @@ def test_bad_config_values_never_crash(world, tmp_path, changes):
 ])
 def test_target_resolution_matches_peft(world, config):
     """Modules resolved from tensor headers == modules the real get_peft_model wraps."""
-    from doctor.checks._adapter_io import load_base
-    from doctor.checks._adapter_targets import resolve
+    from doctor.checks.adapter.reading import load_base
+    from doctor.checks.adapter.targets import resolve
 
     base, _, _, _ = world
     ours = set(resolve(config, load_base(base.path, transformers.__version__)).matched)
@@ -270,8 +270,8 @@ def test_target_resolution_matches_peft(world, config):
 
 @pytest.mark.parametrize("family", ["llava_next", "mllama"])
 def test_other_families_resolve_and_land_like_peft(tmp_path, family):
-    from doctor.checks._adapter_io import load_base
-    from doctor.checks._adapter_targets import resolve
+    from doctor.checks.adapter.reading import load_base
+    from doctor.checks.adapter.targets import resolve
 
     base = make_llava_model(tmp_path / "base", family=family)
     config = {"target_modules": "all-linear"}

@@ -88,7 +88,7 @@ def build_clean_models(factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_installed_transformers_read_statically_equals_the_library() -> None:
-    from doctor.checks._checkpoint_installed import installed_transformers
+    from doctor.checks.checkpoint.installed import installed_transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     info = installed_transformers()
@@ -115,7 +115,7 @@ def test_config_checks_import_neither_torch_nor_transformers(tmp_path: Path) -> 
 
 
 def test_read_json_reports_line_and_column(tmp_path: Path) -> None:
-    from doctor.checks._checkpoint_files import read_json
+    from doctor.checks.checkpoint.fixtures import read_json
 
     p = tmp_path / "c.json"
     p.write_text('{\n  "a": 1,\n}\n')
@@ -130,7 +130,7 @@ def test_read_json_reports_line_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize("raw,want", [("torch.float16", "F16"), ("HalfStorage", "F16"), ("BF16", "BF16"),
                                       ("torch.bfloat16", "BF16"), ("float32", "F32"), ("F8_E4M3", "F8_E4M3")])
 def test_normalize_dtype(raw: str, want: str) -> None:
-    from doctor.checks._checkpoint_files import normalize_dtype
+    from doctor.checks.checkpoint.fixtures import normalize_dtype
 
     assert normalize_dtype(raw) == want
 

@@ -48,7 +48,7 @@ def test_clean_models_pass(clean: dict[str, Any], family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizer_read_without_transformers_matches_autotokenizer(clean: dict[str, Any], family: str) -> None:
-    from doctor.checks._checkpoint_tokenizer_files import read_tokenizer
+    from doctor.checks.checkpoint.tokenizer_files import read_tokenizer
     from transformers import AutoTokenizer
 
     path = clean[family].path
@@ -62,7 +62,7 @@ def test_tokenizer_read_without_transformers_matches_autotokenizer(clean: dict[s
 
 def test_sentencepiece_model_read_by_hand(tmp_path: Path) -> None:
     spm = pytest.importorskip("sentencepiece")
-    from doctor.checks._checkpoint_tokenizer_files import read_tokenizer
+    from doctor.checks.checkpoint.tokenizer_files import read_tokenizer
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"the cat {i} sat on the mat with image number {i * 7}" for i in range(300)))

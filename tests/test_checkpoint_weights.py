@@ -58,8 +58,8 @@ def loader_report(path: Path) -> tuple[Any, dict[str, Any]]:
 
 def assert_agrees(path: Path) -> Any:
     """vlm-doctor's prediction == transformers' own load report."""
-    from doctor.checks._checkpoint_expected import predict_load
-    from doctor.checks._checkpoint_files import read_model_weights
+    from doctor.checks.checkpoint.expected import predict_load
+    from doctor.checks.checkpoint.fixtures import read_model_weights
 
     pred = predict_load(path, read_model_weights(path))
     model, info = loader_report(path)
@@ -86,7 +86,7 @@ def test_clean_in_every_layout_agrees_with_from_pretrained(clean: dict[str, Any]
 @pytest.mark.parametrize("family", FAMILIES)
 def test_missing_projector_is_really_random(clean: dict[str, Any], tmp_path: Path, family: str, layout: str) -> None:
     import torch
-    from doctor.checks._checkpoint_files import read_model_weights
+    from doctor.checks.checkpoint.fixtures import read_model_weights
 
     info = make_llava_model(tmp_path / "m", family=family, drop_tensors=[PROJECTOR])
     to_layout(info.path, layout)

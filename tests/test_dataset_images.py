@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from doctor.checks import _dataset_imagerun
-from doctor.checks._dataset_images import Prober, pillow_max_pixels
+from doctor.checks.dataset.images import run as _dataset_imagerun
+from doctor.checks.dataset.images.probe import Prober, pillow_max_pixels
 from PIL import Image
 
 import doctor

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from doctor.checks._dataset_vision import vision_spec
+from doctor.checks.dataset.vision import vision_spec
 
 import doctor
 from doctor.testing import make_image, make_llava_dataset, make_tokenizer
@@ -72,8 +72,8 @@ def write(root: Path, recs: list[dict]) -> Path:
 
 
 def test_estimate_matches_the_chat_template_tokenization(models, tmp_path):
-    from doctor.checks._dataset_scan import scan_dataset
-    from doctor.checks._dataset_tokens import count_tokens
+    from doctor.checks.dataset.scan import scan_dataset
+    from doctor.checks.dataset.tokens import count_tokens
     from PIL import Image
     from transformers import AutoProcessor
 

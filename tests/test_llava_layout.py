@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from doctor.checks._adapter_llava import builder_branch, model_name_from_path, normalise_non_lora
+from doctor.checks.llava.builder import builder_branch, model_name_from_path, normalise_non_lora
 
 import doctor
 from doctor.testing.original import make_llava_original_lora, make_llava_original_model

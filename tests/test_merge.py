@@ -79,8 +79,8 @@ def test_fp32_merge_equals_peft(llava, name):
 
 def test_rank_and_alpha_patterns_resolved_per_module(llava):
     """peft's get_pattern_key: first matching key wins; r from rank_pattern, alpha from alpha_pattern."""
-    from doctor.fixers._merge_io import TensorReader
-    from doctor.fixers._merge_lora import load_adapter
+    from doctor.fixers.merge.tensor_io import TensorReader
+    from doctor.fixers.merge.lora import load_adapter
 
     _, _, adapters = llava
     mods = load_adapter(adapters["patterns"], TensorReader()).modules
@@ -111,7 +111,7 @@ def test_half_precision_within_one_rounding(llava, dtype, torch_dtype):
     out = root / f"merged-{dtype}"
     merge(adapters["patterns"], base=info.path, out=out, dtype=dtype, check=False)
     reference = peft_merged(info.path, adapters["patterns"])
-    from doctor.fixers._merge_keys import canonical
+    from doctor.fixers.merge.keys import canonical
 
     ref = {canonical(k): v for k, v in reference.state_dict().items()}
     half = getattr(torch, torch_dtype)

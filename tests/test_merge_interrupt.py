@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from doctor.fixers import _merge_io  # noqa: E402
+from doctor.fixers.merge import tensor_io as _merge_io  # noqa: E402
 from doctor.fixers.merge import merge  # noqa: E402
 
 from doctor.testing.adapters import make_lora_adapter  # noqa: E402
@@ -94,7 +94,7 @@ def test_sigkill_midway_leaves_only_a_partial_folder(pair, tmp_path):
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from doctor.fixers import _merge_io
+        from doctor.fixers.merge import tensor_io as _merge_io
         from doctor.fixers.merge import merge
 
         real = _merge_io.write_tensor

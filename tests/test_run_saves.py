@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from doctor.checks._run_tensors import delta, read_tensor
-from doctor.checks._run_tensors import lora_tensors as header_lora
-from doctor.checks._run_triage import analyze_run
+from doctor.runs.tensors import delta, read_tensor
+from doctor.runs.tensors import lora_tensors as header_lora
+from doctor.runs.triage import analyze_run
 from test_run_helpers import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
 
 import doctor

@@ -41,7 +41,7 @@ def test_real_run_layout_and_record(healthy):
 
 
 def test_real_run_recommendation_is_the_lowest_eval_loss(healthy):
-    from doctor.checks._run_triage import analyze_run
+    from doctor.runs.triage import analyze_run
 
     a = analyze_run(healthy)
     evals = {st.save.name: a.eval_loss(st) for st in a.states}

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from doctor import __version__
     from doctor.artifacts import Artifact, classify
-    from doctor.checks._run_triage import analyze_run
+    from doctor.runs.triage import analyze_run
     from doctor.errors import UsageError
     from doctor.findings import Severity
     from doctor.runner import Options
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_full(analysis, report, __version__, color=sys.stdout.isatty()))
     if args.plot:
-        from doctor.checks._run_plot import plot_run
+        from doctor.runs.plot import plot_run
 
         written = plot_run(analysis, report.findings, args.plot)
         print(f"wrote {written}", file=sys.stderr)
@@ -114,7 +114,7 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     from rich.console import Console
     from rich.table import Table
 
-    from doctor.checks._run_triage import human_size
+    from doctor.runs.triage import human_size
     from doctor.reporters import OutputFormat, RenderContext, render
 
     buf = io.StringIO()
@@ -166,6 +166,6 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
 def _num(v: float | None) -> str:
     if v is None:
         return "-"
-    from doctor.checks._run_record import fmt
+    from doctor.runs.record import fmt
 
     return fmt(v)

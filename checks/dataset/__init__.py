@@ -1,0 +1,71 @@
+"""Training data (family DAT): LLaVA and messages datasets, their images and token budgets.
+
+Shared inputs, computed once per dataset and handed to the checks by name:
+
+- ``dataset_scan``: ONE streaming pass over the file (``doctor.io.jsonstream``) that parses each
+  record once and runs every structure, conversation and placeholder check on it, collecting
+  problems by code (capped), image references and counts. DAT0xx/DAT1xx read their problems here.
+- ``dataset_images``: every distinct image at ``--images`` level, in parallel (DAT2xx).
+- ``dataset_tokens``: a second streaming pass that tokenizes the turns, only with ``--tokenizer``
+  or ``--model`` (DAT3xx). Only this one imports ``tokenizers`` (or transformers, for a
+  tokenizer without tokenizer.json); nothing here imports torch.
+- ``dataset_summary``: the numbers (records, images, turns, sizes, token percentiles) as a dict,
+  for reporters; DAT901-DAT903 state them as info findings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from doctor.checks.dataset.rules import (  # noqa: F401 - importing registers the checks
+    images,
+    parse,
+    records,
+    tokens,
+    turns,
+)
+
+from doctor.errors import Skip
+from doctor.registry import fixture
+
+
+@fixture
+def dataset_scan(path, progress):
+    """The one streaming pass over the dataset (``doctor.checks.dataset.scan.DatasetScan``)."""
+    from doctor.checks.dataset.scan import scan_dataset
+
+    try:
+        return scan_dataset(path, progress)
+    except OSError as e:
+        raise Skip(f"cannot read {path}: {e.strerror or e}") from None
+
+
+@fixture
+def dataset_images(dataset_scan, options, progress):
+    """Every distinct image, probed at ``--images`` level (``doctor.checks.dataset.images.run.ImageReport``)."""
+    from doctor.checks.dataset.images.run import check_images
+
+    return check_images(dataset_scan, options, progress)
+
+
+@fixture
+def dataset_tokens(dataset_scan, dataset_images, options, progress):
+    """Token counts per record (``doctor.checks.dataset.tokens.TokenReport``; ``skipped`` without a tokenizer)."""
+    from doctor.checks.dataset.tokens import count_tokens
+
+    return count_tokens(dataset_scan, dataset_images, options, progress)
+
+
+@fixture
+def dataset_summary(dataset_scan, dataset_images, dataset_tokens) -> dict[str, Any]:
+    """The dataset's numbers: ``{"dataset": {...}, "images": {...}, "tokens": {...}}`` (the last
+    two are empty when their checks were skipped)."""
+    from doctor.checks.dataset.images.run import image_stats
+    from doctor.checks.dataset.summary import scan_summary
+    from doctor.checks.dataset.tokens import token_stats
+
+    return {
+        "dataset": scan_summary(dataset_scan),
+        "images": {} if dataset_images.skipped else image_stats(dataset_images),
+        "tokens": {} if dataset_tokens.skipped else token_stats(dataset_tokens),
+    }

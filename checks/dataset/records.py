@@ -1,0 +1,239 @@
+"""Per-record checks for the two dataset formats, run once per record by the streaming scan.
+
+LLaVA records are read the way haotian-liu/LLaVA's ``llava/train/train.py`` reads them:
+``roles = {"human": ..., "gpt": ...}`` (any other ``from`` is a KeyError), a first turn that is
+not from the human is dropped, then ``assert role == conv.roles[j % 2]``; every turn that
+contains ``<image>`` becomes ONE image placeholder (``preprocess_multimodal`` strips the
+occurrences and puts one at the start of that turn). Messages records are read the way TRL
+and LLaMA-Factory do (roles system/user/assistant/tool, string content with ``<image>``
+placeholders or typed parts ``{"type": "image"}``, paths in ``images``).
+
+This module is the hot path of a 665k-record scan: keep the common case cheap.
+"""
+
+from __future__ import annotations
+
+from array import array
+from operator import itemgetter
+from typing import Any
+
+from doctor.checks.dataset.common import DROP, Problems, describe, kind, repair
+from doctor.checks.dataset.messages import check_messages
+from doctor.checks.dataset.order import check_order, check_placeholders
+
+from doctor.findings import Severity
+
+IMAGE_TOKEN = "<image>"
+
+INVALID_JSON, NOT_UTF8, BOM, TRAILING_COMMA = "DAT001", "DAT002", "DAT003", "DAT004"
+JSONL_IN_JSON, JSONL_FOR_LLAVA, ARRAY_IN_JSONL, NOT_ARRAY = "DAT005", "DAT006", "DAT007", "DAT008"
+EMPTY_DATASET, NOT_OBJECT, UNKNOWN_FORMAT, MISSING_FIELD = "DAT009", "DAT010", "DAT011", "DAT012"
+WRONG_TYPE, EMPTY_FIELD, DUPLICATE_ID, MIXED_TYPES = "DAT013", "DAT014", "DAT015", "DAT016"
+TOO_DEEP, NOT_ONE_PER_LINE = "DAT017", "DAT018"
+UNKNOWN_ROLE, FIRST_NOT_USER, NOT_ALTERNATING, EMPTY_TURN, NO_ASSISTANT = "DAT101", "DAT102", "DAT103", "DAT104", "DAT105"
+PH_MISSING, PH_COUNT, PH_WITHOUT_IMAGE, PH_MISPLACED, MULTI_IMAGE = "DAT110", "DAT111", "DAT112", "DAT113", "DAT114"
+
+LLAVA_ALIASES = {"user": "human", "human": "human", "assistant": "gpt", "gpt": "gpt", "bot": "gpt",
+                 "model": "gpt", "chatgpt": "gpt"}
+MESSAGES_ROLES = frozenset({"system", "user", "assistant", "tool", "function", "ipython", "observation"})
+MESSAGES_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
+                    "chatgpt": "assistant", "user": "user", "assistant": "assistant", "system": "system"}
+_SIDE_ROLES = frozenset({"tool", "function", "ipython", "observation"})
+_MISSING: Any = object()
+WARNING = Severity.WARNING
+_FROM, _VALUE = itemgetter("from"), itemgetter("value")
+_FIRST_ONLY = [(0, 1)]
+
+
+def _alternating(n: int) -> list[str]:
+    return ["human", "gpt"] * (n // 2) + ["human"] * (n % 2)
+
+
+# human/gpt/human/... by length; lengths 0 and 1 never match (one turn trains nothing: check_order says so)
+_ALTERNATING: list[list[Any]] = [[None], [None]] + [_alternating(n) for n in range(2, 64)]
+
+
+class RecordChecker:
+    """Checks records one at a time; collects problems, image references and counts."""
+
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+        self.refs: dict[str, int] = {}  # image path -> reference number (order of first use)
+        self.ref_first = array("l")  # reference number -> first record using it
+        self.ref_key = array("H")  # reference number -> index into self.keys
+        self.keys: list[tuple[Any, ...]] = []  # JSON pointer parts of the image field
+        self._key_ids: dict[tuple[Any, ...], int] = {}
+        self.image_refs = 0
+        self.records_with_images = 0
+        self.multi_image = 0  # records with a list of images or an "images" key (LLaVA format)
+        self.multi_image_first: int | None = None
+        self.turns: dict[int, int] = {}
+        self.chars = array("I")
+
+    # ---- LLaVA -----------------------------------------------------------------------------
+    def llava(self, rec: dict, i: int, line: int, col: int) -> None:
+        P = self.problems
+        n_images = self._llava_images(rec, i, line, col)
+        conv = rec.get("conversations", _MISSING)
+        if type(conv) is not list:
+            self._field_problem(rec, i, line, col, ("conversations",), conv, "a list of turns")
+            self.chars.append(0)
+            return
+        self.turns[len(conv)] = self.turns.get(len(conv), 0) + 1
+        if not conv:
+            P.record(EMPTY_FIELD, i, line, col, ("conversations",),
+                     f"{describe(i, rec)}: \"conversations\" is empty; LLaVA's preprocess reads source[0] "
+                     "and raises IndexError", fix=DROP)
+            self.chars.append(0)
+            return
+        try:  # the common case in C-level loops: every turn an object with string "from"/"value"
+            roles = list(map(_FROM, conv))
+            values = list(map(_VALUE, conv))
+            joined = "\n".join(values)  # TypeError unless every value is a string
+        except (KeyError, TypeError):
+            roles, placeholders, chars = self._llava_turns(rec, i, line, col, conv)
+            alternating = False
+        else:
+            chars = len(joined) - len(values) + 1
+            alternating = roles == (_ALTERNATING[len(roles)] if len(roles) < 64 else _alternating(len(roles))) and len(roles) > 1
+            if not alternating:
+                roles = [r if r == "human" or r == "gpt" else self._llava_role(rec, i, j, line, col, r)
+                         for j, r in enumerate(roles)]
+            if not all(values) or any(map(str.isspace, values)):
+                for j, value in enumerate(values):
+                    if not value or value.isspace():
+                        self._empty_turn(rec, i, line, col, ("conversations", j, "value"), roles[j])
+            first = values[0]
+            if joined.find("<", len(first)) < 0:  # memchr: no placeholder after the first turn
+                n = first.count(IMAGE_TOKEN)
+                placeholders = [(0, n)] if n else []
+            else:
+                placeholders = [(j, v.count(IMAGE_TOKEN)) for j, v in enumerate(values) if IMAGE_TOKEN in v]
+        self.chars.append(chars)
+        if not alternating and None not in roles:
+            check_order(P, rec, i, line, col, roles, "human", "gpt", "conversations", True)
+        if n_images >= 0 and (placeholders or n_images) and not (
+            n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
+        ):
+            check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations")
+
+    def _llava_turns(self, rec: dict, i: int, line: int, col: int,
+                     conv: list) -> tuple[list[str | None], list[tuple[int, int]], int]:
+        """Turn by turn, for records with a malformed turn: (roles, placeholders, characters)."""
+        P = self.problems
+        roles: list[str | None] = []
+        placeholders: list[tuple[int, int]] = []
+        chars = 0
+        for j, turn in enumerate(conv):
+            if type(turn) is not dict:
+                P.record(WRONG_TYPE, i, line, col, ("conversations", j),
+                         f"{describe(i, rec)}: turn {j} is {kind(turn)}, not an object with \"from\" and \"value\"",
+                         fix=DROP)
+                roles.append(None)
+                continue
+            frm = turn.get("from", _MISSING)
+            roles.append(frm if frm == "human" or frm == "gpt" else self._llava_role(rec, i, j, line, col, frm))
+            value = turn.get("value", _MISSING)
+            if type(value) is str:
+                chars += len(value)
+                if IMAGE_TOKEN in value:
+                    placeholders.append((j, value.count(IMAGE_TOKEN)))
+                if not value or value.isspace():
+                    self._empty_turn(rec, i, line, col, ("conversations", j, "value"), frm)
+            else:
+                self._field_problem(rec, i, line, col, ("conversations", j, "value"), value, "a string")
+        return roles, placeholders, chars
+
+    def _llava_images(self, rec: dict, i: int, line: int, col: int) -> int:
+        """Register the record's image paths; the number of images, or -1 when unusable."""
+        key = "image"
+        image = rec.get("image", _MISSING)
+        if image is _MISSING:
+            image = rec.get("images", _MISSING)
+            if image is _MISSING:
+                return 0
+            key = "images"
+        if type(image) is str:
+            if not image:
+                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                                     f"{describe(i, rec)}: \"{key}\" is an empty string; LLaVA opens "
+                                     "os.path.join(image_folder, \"\"), the folder itself", fix=DROP)
+                return -1
+            self.records_with_images += 1
+            self._ref(image, i, (key,))
+            if key == "images":
+                self._multi(i)
+            return 1
+        if type(image) is list:
+            self._multi(i)
+            if not image:
+                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                                     f"{describe(i, rec)}: \"{key}\" is an empty list", fix=DROP)
+                return -1
+            ok = True
+            for k, item in enumerate(image):
+                if type(item) is str and item:
+                    self._ref(item, i, (key, k))
+                else:
+                    ok = False
+                    self._field_problem(rec, i, line, col, (key, k), item, "a non-empty path string")
+            self.records_with_images += 1
+            return len(image) if ok else -1
+        self._field_problem(rec, i, line, col, (key,), image, "a path string (or a list of them)")
+        return -1
+
+    def _llava_role(self, rec: dict, i: int, j: int, line: int, col: int, frm: Any) -> str | None:
+        parts = ("conversations", j, "from")
+        if frm is _MISSING or type(frm) is not str:
+            self._field_problem(rec, i, line, col, parts, frm, "\"human\" or \"gpt\"")
+            return None
+        alias = LLAVA_ALIASES.get(frm.strip().lower())
+        if alias is not None:
+            self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+                                 f"{describe(i, rec)}: turn {j} is from {frm!r}; LLaVA's preprocess knows only "
+                                 f"\"human\" and \"gpt\" (roles[{frm!r}] raises KeyError)",
+                                 fix=repair(f"rename {frm!r} to {alias!r}"))
+            return alias
+        self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+                             f"{describe(i, rec)}: turn {j} is from {frm!r}, a role LLaVA's preprocess does not "
+                             "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
+        return None
+
+    # ---- messages --------------------------------------------------------------------------
+    def messages(self, rec: dict, i: int, line: int, col: int) -> None:
+        check_messages(self, rec, i, line, col)
+
+    # ---- shared ----------------------------------------------------------------------------
+    def _ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
+        self.image_refs += 1
+        if path not in self.refs:
+            self.refs[path] = len(self.ref_first)
+            self.ref_first.append(i)
+            kid = self._key_ids.get(parts)
+            if kid is None:
+                kid = self._key_ids[parts] = len(self.keys)
+                self.keys.append(parts)
+            self.ref_key.append(kid)
+
+    def _multi(self, i: int) -> None:
+        self.multi_image += 1
+        if self.multi_image_first is None:
+            self.multi_image_first = i
+
+    def _field_problem(self, rec: dict, i: int, line: int, col: int, parts: tuple[Any, ...], value: Any,
+                       expected: str) -> None:
+        name = "/".join(str(p) for p in parts)
+        if value is _MISSING:
+            self.problems.record(MISSING_FIELD, i, line, col, parts,
+                                 f"{describe(i, rec)} has no \"{parts[-1]}\" (at {name})", fix=DROP)
+        else:
+            self.problems.record(WRONG_TYPE, i, line, col, parts,
+                                 f"{describe(i, rec)}: {name} is {kind(value)}; expected {expected}", fix=DROP)
+
+    def _empty_turn(self, rec: dict, i: int, line: int, col: int, parts: tuple[Any, ...], role: Any) -> None:
+        self.problems.record(EMPTY_TURN, i, line, col, parts,
+                             f"{describe(i, rec)}: the {role!s} turn at {'/'.join(map(str, parts[:2]))} is empty "
+                             "or whitespace only", fix=DROP)
+
+
+__all__ = ["RecordChecker", "IMAGE_TOKEN", "WARNING"]

@@ -1,0 +1,189 @@
+"""DAT301-DAT303 (token budget) and DAT901-DAT903 (the numbers a user wants before a run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from doctor.checks.dataset.common import DatasetCheck
+
+from doctor.errors import Skip
+from doctor.findings import Severity
+from doctor.registry import register
+
+
+class TokenCheck(DatasetCheck):
+    def run(self, dataset_tokens):  # type: ignore[override]
+        if dataset_tokens.skipped:
+            raise Skip(dataset_tokens.skipped)
+        yield from self.emit(dataset_tokens.problems)
+
+
+@register
+class RecordTruncated(TokenCheck):
+    """A record is longer than the training length and loses its end.
+
+    ## What it does
+    With `--tokenizer` (or `--model`), tokenizes every turn, adds the template's tokens and the image
+    tokens the model inserts (576 for CLIP-336/14; from the vision config with `--model`), and
+    compares the total with `model_max_length` (`--max-length`, the model's config or the
+    tokenizer's config; 2048 assumed otherwise).
+
+    ## Why is this bad?
+    Both LLaVA and transformers truncate silently: the last answers are cut, mid-sentence, and the
+    model learns to stop early.
+
+    ## Example
+    A 3,000-word answer with `--model_max_length 2048`.
+
+    ## How to fix
+    Raise the training length, split long conversations into several records, or shorten them.
+    """
+
+    code = "DAT301"
+    name = "record-truncated"
+    severity = Severity.WARNING
+
+
+@register
+class AnswersTruncated(TokenCheck):
+    """Every answer of a record lies past the training length.
+
+    ## What it does
+    Finds records whose first assistant token comes after `model_max_length` once the image tokens
+    are inserted (a long first question, or several images, push the answer out).
+
+    ## Why is this bad?
+    After truncation only masked prompt tokens remain: the record trains nothing, and a batch made
+    only of such records has a NaN loss.
+
+    ## Example
+    Four images of 2,880 llava_next tokens each before a one-line answer, with 8192 tokens allowed.
+
+    ## How to fix
+    Raise the training length or shorten the prompt; `--fix --unsafe-fixes` drops the record.
+    """
+
+    code = "DAT302"
+    name = "answers-truncated"
+
+
+@register
+class ImageTokensTruncated(TokenCheck):
+    """The training length cuts through a record's image tokens.
+
+    ## What it does
+    Finds records whose image token block ends past `model_max_length`.
+
+    ## Why is this bad?
+    transformers' processors expand `<image>` before truncating, so `truncation=True` cuts inside
+    the image tokens and the model raises "Image features and image tokens do not match" (newer
+    processors refuse earlier with "Mismatch in `image` token count"); LLaVA trains on a partial
+    image.
+
+    ## Example
+    A 2,000-token question followed by `<image>` with a 2048 limit.
+
+    ## How to fix
+    Put `<image>` at the start of the first turn, raise the limit, or drop the record
+    (`--fix --unsafe-fixes`).
+    """
+
+    code = "DAT303"
+    name = "image-tokens-truncated"
+
+
+@register
+class DatasetSummary(DatasetCheck):
+    """Summary numbers of the dataset.
+
+    ## What it does
+    Reports, as one info finding, the records (with and without images), image references and
+    distinct images, turns per record, text characters per record, and the read speed.
+
+    ## Why is this bad?
+    Nothing is wrong; these are the numbers to compare with what you meant to train on (a mix
+    with 10x fewer images than expected lost a folder).
+
+    ## Example
+    `665,298 records (624,610 with images), 624,255 distinct images, 2-68 turns (median 4)`
+
+    ## How to fix
+    Nothing to fix. `--ignore DAT9` hides the summaries.
+    """
+
+    code = "DAT901"
+    name = "dataset-summary"
+    severity = Severity.INFO
+
+    def run(self, dataset_scan):  # type: ignore[override]
+        from doctor.checks.dataset.summary import scan_sentence, scan_summary
+
+        if dataset_scan.records:
+            yield self.finding(scan_sentence(scan_summary(dataset_scan)))
+
+
+@register
+class ImageSummary(DatasetCheck):
+    """Summary numbers of the dataset's images.
+
+    ## What it does
+    Reports the sizes, aspect ratios (portrait / square / landscape) and formats of the images whose
+    header was read (`--images header` or `decode`).
+
+    ## Why is this bad?
+    Nothing is wrong; the shapes decide the image tokens of llava_next (anyres) models and show
+    odd sources (thumbnails, panoramas).
+
+    ## Example
+    `3,000 images: 640x480 median (5%-95%: 320-1024 wide), aspect 0.75-1.78, 70% landscape; JPEG 2,900`
+
+    ## How to fix
+    Nothing to fix. `--ignore DAT9` hides the summaries.
+    """
+
+    code = "DAT902"
+    name = "image-summary"
+    severity = Severity.INFO
+
+    def run(self, dataset_images):  # type: ignore[override]
+        from doctor.checks.dataset.images.run import image_stats
+        from doctor.checks.dataset.summary import image_sentence
+
+        if dataset_images.skipped or dataset_images.level == "exists":
+            raise Skip(dataset_images.skipped or "image sizes need --images header or decode")
+        stats: dict[str, Any] = image_stats(dataset_images)
+        yield self.finding(image_sentence(stats))
+
+
+@register
+class TokenSummary(TokenCheck):
+    """Token length percentiles of the dataset.
+
+    ## What it does
+    Reports the 50th, 90th and 99th percentile and the maximum of the estimated tokens per record
+    (text, template and image tokens), and how many records exceed the training length.
+
+    ## Why is this bad?
+    Nothing is wrong; the percentiles tell you what `model_max_length` the data needs and how much
+    padding a batch carries.
+
+    ## Example
+    `tokens per record: p50 310, p90 720, p99 1,650, max 3,420; 12 records over 2,048`
+
+    ## How to fix
+    Nothing to fix. `--ignore DAT9` hides the summaries.
+    """
+
+    code = "DAT903"
+    name = "token-summary"
+    severity = Severity.INFO
+
+    def run(self, dataset_tokens):  # type: ignore[override]
+        from doctor.checks.dataset.summary import token_sentence
+        from doctor.checks.dataset.tokens import token_stats
+
+        if dataset_tokens.skipped:
+            raise Skip(dataset_tokens.skipped)
+        stats = token_stats(dataset_tokens)
+        if stats:
+            yield self.finding(token_sentence(stats))

@@ -1,0 +1,238 @@
+"""The one streaming pass over a dataset: parse each record once, run the record checks,
+collect image references and the numbers of the summary. Every DAT0xx/1xx check reads its
+problems from the result; the image and token checks start from its image references."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doctor.checks.dataset.common import DROP, Problem, Problems, repair
+from doctor.checks.dataset.file_level import file_problems
+from doctor.checks.dataset.records import RecordChecker
+
+from doctor.findings import Severity
+from doctor.io.jsonstream import JsonStream, ParseError, read_value_at
+
+PROGRESS_EVERY = 4096
+DETECT_WITHIN = 100  # records without "conversations"/"messages" before the format is called unknown
+_PARSE_CODES = {"syntax": "DAT001", "encoding": "DAT002", "too-deep": "DAT017", "too-large": "DAT008"}
+
+
+@dataclass
+class DatasetScan:
+    path: str
+    layout: str = "unknown"  # array | values | empty
+    fmt: str | None = None  # llava | messages | None
+    problems: Problems = field(default_factory=Problems)
+    records: int = 0  # top-level values read, unparseable ones included
+    objects: int = 0
+    complete: bool = False
+    stopped_at: ParseError | None = None
+    checker: RecordChecker | None = None
+    offsets: array = field(default_factory=lambda: array("q"))
+    lines: array = field(default_factory=lambda: array("q"))
+    first_value: Any = None
+    bom: bool = False
+    trailing_comma: tuple[int, int] | None = None
+    multiline_values: int = 0
+    shared_lines: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+
+    @property
+    def extension(self) -> str:
+        return Path(self.path).suffix.lower()
+
+    @property
+    def refs(self) -> dict[str, int]:
+        return self.checker.refs if self.checker else {}
+
+    def pointer_of_ref(self, ref_id: int) -> tuple[int, tuple[Any, ...]]:
+        """(first record using image reference ``ref_id``, pointer parts of its image field)."""
+        assert self.checker is not None
+        return self.checker.ref_first[ref_id], self.checker.keys[self.checker.ref_key[ref_id]]
+
+    def record(self, index: int) -> Any:
+        """Read record ``index`` again from the file (for the few a finding needs to quote)."""
+        return read_value_at(self.path, self.offsets[index])
+
+
+def scan_dataset(path: str, progress: Callable[..., Any] | None = None) -> DatasetScan:
+    """Stream ``path`` once; see the module docstring."""
+    started = time.perf_counter()
+    scan = DatasetScan(path=str(path))
+    problems = scan.problems
+    checker = scan.checker = RecordChecker(problems)
+    stream = JsonStream(path)
+    ids = _Ids()
+    pending: list[tuple[dict, int, int, int]] = []
+    check: Callable[[dict, int, int, int], None] | None = None
+    undecided = True
+    offsets, lines = scan.offsets, scan.lines
+    bar = progress("Reading records", None) if progress else nullcontext(lambda n=1: None)
+    i = -1
+    with bar as advance:
+        for i, (rec, line, col, off) in enumerate(stream):
+            offsets.append(off)
+            lines.append(line)
+            if type(rec) is dict:
+                if check is not None:
+                    check(rec, i, line, col)
+                elif undecided:
+                    check = _detect(rec, scan, checker)
+                    if check is None:
+                        pending.append((rec, i, line, col))
+                        if len(pending) >= DETECT_WITHIN:
+                            undecided = False
+                            _unknown_format(problems, pending)
+                            pending.clear()
+                    else:
+                        for args in pending:
+                            check(*args)
+                        pending.clear()
+                        check(rec, i, line, col)
+                rid = rec.get("id")
+                if rid is not None:
+                    ids.add(rid, i)
+            elif type(rec) is ParseError:
+                _parse_error(problems, rec, i, stream.layout)
+            else:
+                problems.record("DAT010", i, line, col, (), f"record {i} is {_what(rec)}, not an object",
+                                fix=DROP)
+            if i == 0:
+                scan.first_value = rec
+            if not (i + 1) % PROGRESS_EVERY:
+                advance(PROGRESS_EVERY)
+        advance((i + 1) % PROGRESS_EVERY)
+    if pending:
+        _unknown_format(problems, pending)
+    scan.records = i + 1
+    scan.objects = len(checker.chars) + len(pending)
+    for name in ("layout", "bom", "trailing_comma", "complete", "multiline_values", "shared_lines", "bytes"):
+        setattr(scan, name, getattr(stream, name))
+    scan.stopped_at = stream.fatal
+    file_problems(scan)
+    ids.finish(scan)
+    scan.seconds = time.perf_counter() - started
+    return scan
+
+
+def _detect(rec: dict, scan: DatasetScan, checker: RecordChecker) -> Callable[[dict, int, int, int], None] | None:
+    if "conversations" in rec:
+        scan.fmt = "llava"
+        return checker.llava
+    if "messages" in rec:
+        scan.fmt = "messages"
+        return checker.messages
+    return None
+
+
+def _unknown_format(problems: Problems, pending: list[tuple[dict, int, int, int]]) -> None:
+    rec, i, line, col = pending[0]
+    keys = ", ".join(f'"{k}"' for k in list(rec)[:8]) or "no keys"
+    problems.add("DAT011", Problem(
+        f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA) nor \"messages\"; "
+        f"record {i} has {keys}", i, f"/{i}", line, col))
+
+
+def _parse_error(problems: Problems, err: ParseError, i: int, layout: str) -> None:
+    code = _PARSE_CODES[err.kind]
+    if layout == "array" and err.kind != "encoding":
+        tail = "; json.load fails here and nothing after this point was checked"
+        fix = None
+    elif err.kind == "encoding":
+        tail = "; nothing after this point was checked"
+        fix = None
+    else:
+        tail = "; JSON Lines readers fail on this line" if err.kind != "too-large" else ""
+        fix = DROP if err.kind != "too-large" else None
+    problems.add(code, Problem(f"{err.message} (line {err.line}, column {err.column}){tail}", i, None,
+                               err.line, err.column, fix=fix))
+
+
+def _what(value: Any) -> str:
+    from doctor.checks.dataset.common import kind
+
+    return kind(value)
+
+
+class _Ids:
+    """Record ids, kept as 64-bit hashes (12 bytes a record, not a set of strings): duplicates
+    are found with one sort at the end and confirmed by reading those records again."""
+
+    def __init__(self) -> None:
+        self.hashes = array("q")
+        self.index = array("q")
+        self.types: dict[type, list[int]] = {}  # type -> [count, first record]
+
+    def add(self, rid: Any, i: int) -> None:
+        t = type(rid)
+        if t is str or t is int:
+            self.hashes.append(hash(rid))
+            self.index.append(i)
+        seen = self.types.get(t)
+        if seen is None:
+            self.types[t] = [1, i]
+        else:
+            seen[0] += 1
+
+    def finish(self, scan: DatasetScan) -> None:
+        self._mixed(scan)
+        if len(self.hashes) > 1:
+            self._duplicates(scan)
+
+    def _mixed(self, scan: DatasetScan) -> None:
+        if len(self.types) < 2:
+            return
+        names = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "a list",
+                 dict: "an object"}
+        parts = sorted(self.types.items(), key=lambda kv: -kv[1][0])
+        desc = ", ".join(f"{names.get(t, t.__name__)} in {n:,} records" for t, (n, _) in parts)
+        rare_type, (_, first) = parts[-1]
+        fixable = set(self.types) <= {str, int, float}
+        scan.problems.add("DAT016", Problem(
+            f"\"id\" is {desc} (first {names.get(rare_type, rare_type.__name__)} at record {first}): "
+            "datasets/pyarrow cannot build one column from mixed types", first, f"/{first}/id",
+            scan.lines[first], severity=Severity.WARNING,
+            fix=repair("write every id as a string") if fixable else None))
+
+    def _duplicates(self, scan: DatasetScan) -> None:
+        import numpy as np
+
+        h = np.frombuffer(self.hashes, dtype=np.int64)
+        idx = np.frombuffer(self.index, dtype=np.int64)
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        repeat = np.nonzero(hs[1:] == hs[:-1])[0] + 1
+        if not len(repeat):
+            return
+        firsts = idx[order[np.searchsorted(hs, hs[repeat], side="left")]]
+        later = idx[order[repeat]]
+        by_position = np.argsort(later, kind="stable")
+        shown = 0
+        for k in by_position:
+            i, j = int(later[k]), int(firsts[k])
+            if shown < scan.problems.cap:
+                rid = _id_of(scan, i)
+                if rid is None or rid != _id_of(scan, j) or type(rid) is not type(_id_of(scan, j)):
+                    continue  # a 64-bit hash collision: not a duplicate
+                shown += 1
+                scan.problems.add("DAT015", Problem(
+                    f"record {i} repeats id {rid!r} of record {j} (line {scan.lines[j]})", i, f"/{i}/id",
+                    scan.lines[i], severity=Severity.WARNING))
+            else:
+                scan.problems.counts["DAT015"] = scan.problems.count("DAT015") + 1
+
+
+def _id_of(scan: DatasetScan, i: int) -> Any:
+    try:
+        rec = scan.record(i)
+    except (OSError, ValueError):
+        return None
+    return rec.get("id") if isinstance(rec, dict) else None
