@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import _weights, make_llava_model
-from tests.test_checkpoint_common import (
+from tests.checkpoint.test_checkpoint_common import (
     FAMILIES,
     assert_fails,
     assert_passes,

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from test_run_helpers import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
+from tests.helpers.run import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
 
 import doctor
 from doctor.findings import Severity

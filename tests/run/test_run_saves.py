@@ -9,7 +9,7 @@ import pytest
 from doctor.runs.tensors import delta, read_tensor
 from doctor.runs.tensors import lora_tensors as header_lora
 from doctor.runs.triage import analyze_run
-from test_run_helpers import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
+from tests.helpers.run import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
 
 import doctor
 from doctor.artifacts import discover

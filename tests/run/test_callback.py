@@ -9,7 +9,7 @@ import sys
 import pytest
 
 pytest.importorskip("peft")
-from test_run_helpers import NAN, decreasing, make_run, train  # noqa: E402
+from tests.helpers.run import NAN, decreasing, make_run, train  # noqa: E402
 
 from doctor.report import ChecksFailed  # noqa: E402
 

@@ -107,4 +107,4 @@ def test_default_image_is_the_deterministic_drawing():
     variants = aspect_variants(shipped)
     assert {k: v.size for k, v in variants.items()} == {"portrait": (168, 336), "square": (336, 336),
                                                         "landscape": (336, 168)}
-    assert Path(__file__).resolve().parents[1].joinpath("doctor/data/default_image.png").stat().st_size < 10_000
+    assert Path(__file__).resolve().parents[2].joinpath("doctor/data/default_image.png").stat().st_size < 10_000

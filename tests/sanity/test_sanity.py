@@ -18,7 +18,7 @@ from doctor.sanity import run_sanity  # noqa: E402
 from doctor.testing.adapters import make_lora_adapter  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402
 
-PROBE = Path(__file__).resolve().parents[1] / "doctor" / "data" / "pope_example.jsonl"
+PROBE = Path(__file__).resolve().parents[2] / "doctor" / "data" / "pope_example.jsonl"
 
 
 def edit_tensors(folder: Path, fn) -> None:

@@ -11,7 +11,7 @@ from doctor.errors import UsageError
 from doctor.findings import Status
 from doctor.report import ChecksFailed
 from doctor.selection import Selection
-from tests.engine_helpers import Crashing, NeedsCrashing, PlantedFinding, PlantedWarning, planted
+from tests.helpers.engine import Crashing, NeedsCrashing, PlantedFinding, PlantedWarning, planted
 
 
 @pytest.fixture

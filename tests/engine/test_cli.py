@@ -13,9 +13,9 @@ import jsonschema
 import pytest
 
 from doctor.cli import main
-from tests.engine_helpers import Crashing, PlantedFinding, PlantedWarning, planted
+from tests.helpers.engine import Crashing, PlantedFinding, PlantedWarning, planted
 
-SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
+SARIF_SCHEMA = Path(__file__).parents[1] / "data" / "sarif-schema-2.1.0.json"
 
 
 @pytest.fixture

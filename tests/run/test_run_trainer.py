@@ -8,7 +8,7 @@ import json
 import pytest
 
 pytest.importorskip("peft")
-from test_run_helpers import finding_codes, only, train  # noqa: E402
+from tests.helpers.run import finding_codes, only, train  # noqa: E402
 
 import doctor  # noqa: E402
 from doctor.cli import main  # noqa: E402

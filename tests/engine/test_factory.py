@@ -31,7 +31,7 @@ from doctor.testing import (  # noqa: E402
 
 # peft 0.21 calls a transformers 5 API deprecated for v6 when wrapping a model: noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PORTRAIT, SQUARE, LANDSCAPE = (64, 40), (48, 48), (40, 72)  # (height, width)
 
 

@@ -1,0 +1,1 @@
+"""The test suite, one package per family (mirrors checks/ and fixers/)."""
