@@ -101,7 +101,7 @@ def test_config_missing_or_not_an_object(world, tmp_path, content, needle):
     report = doctor.check(str(bad), select=["ADP"]) if content is not None else None
     if report is None:  # without adapter_config.json the folder is not an adapter at all
         from doctor.checks.adapter.fixtures import adapter_config_doc
-        from doctor.checks.adapter import AdapterConfigInvalid
+        from doctor.checks.adapter.rules.config import AdapterConfigInvalid
 
         found = list(AdapterConfigInvalid(str(bad)).run(adapter_config_doc(str(bad)), str(bad)))
     else:

@@ -10,7 +10,7 @@ from doctor.checks.adapter.reading import BaseModel, Weights
 from doctor.checks.adapter.keys import KeyPlan
 from doctor.checks.adapter.numeric import FLOAT_DTYPES, frobenius, lora_delta_norm, scan_bits
 from doctor.checks.adapter.targets import pattern_value
-from doctor.checks.adapter.rules.weights import ADAPTER, _wfile
+from doctor.checks.adapter.common import ADAPTER, weights_file
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
@@ -49,7 +49,7 @@ class LoraNanOrInf(Check):
         if bad:
             first = next(iter(bad))
             yield self.finding(f"{sum(bad.values())} NaN/Inf values in {len(bad)} tensor(s), e.g. {first}",
-                               path=_wfile(path, adapter_weights), location=Location(tensor=first))
+                               path=weights_file(path, adapter_weights), location=Location(tensor=first))
 
 
 @register
@@ -82,10 +82,10 @@ class LoraBAllZero(Check):
         zero = [n for n in bs if adapter_scan[n][1]]
         if zero and len(zero) == len(bs):
             yield self.finding(f"all {len(bs)} lora_B tensors are zero: the adapter does nothing",
-                               path=_wfile(path, adapter_weights), location=Location(tensor=zero[0]))
+                               path=weights_file(path, adapter_weights), location=Location(tensor=zero[0]))
         elif zero:
             yield self.finding(f"{len(zero)} of {len(bs)} lora_B tensors are zero, e.g. {zero[0]}: those modules "
-                               "were not trained", path=_wfile(path, adapter_weights),
+                               "were not trained", path=weights_file(path, adapter_weights),
                                location=Location(tensor=zero[0]), severity=Severity.WARNING)
 
 
@@ -137,7 +137,7 @@ class LoraDeltaTiny(Check):
             best, name = max(ratios)
             yield self.finding(f"||B@A||*scale / ||W|| is at most {best:.2g} over {len(ratios)} sampled modules "
                                f"(e.g. {name}): the adapter barely changes the model",
-                               path=_wfile(path, adapter_weights), location=Location(tensor=name))
+                               path=weights_file(path, adapter_weights), location=Location(tensor=name))
 
 
 
@@ -190,8 +190,8 @@ class LoraDtypeUnusual(Check):
         odd = [t for t in infos if t.dtype not in FLOAT_DTYPES]
         if odd:
             yield self.finding(f"{len(odd)} LoRA tensor(s) are {odd[0].dtype}, not floating point, e.g. {odd[0].name}",
-                               path=_wfile(path, adapter_weights), location=Location(tensor=odd[0].name))
+                               path=weights_file(path, adapter_weights), location=Location(tensor=odd[0].name))
         kinds = sorted({t.dtype for t in infos if t.dtype in FLOAT_DTYPES})
         if len(kinds) > 1:
-            yield self.finding(f"LoRA tensors mix dtypes {kinds}", path=_wfile(path, adapter_weights),
+            yield self.finding(f"LoRA tensors mix dtypes {kinds}", path=weights_file(path, adapter_weights),
                                severity=Severity.INFO, hint="Re-save the adapter in one dtype.")

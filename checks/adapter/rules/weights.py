@@ -13,12 +13,9 @@ from doctor.checks.adapter.targets import Resolution, pattern_value
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, register
 
-ADAPTER = frozenset({"adapter"})
+from doctor.checks.adapter.common import ADAPTER, weights_file
+
 MIN_REAL_ADAPTER_BYTES = 1024
-
-
-def _wfile(path: str, weights: Weights) -> str:
-    return weights.file or f"{path}/{ADAPTER_FILES[0]}"
 
 
 @register
@@ -88,7 +85,7 @@ class AdapterTensorEmpty(Check):
         empty = [t for t in adapter_weights.tensors.values() if t.numel == 0]
         if empty:
             yield self.finding(f"{len(empty)} of {len(adapter_weights.tensors)} tensors are empty (shape "
-                               f"{list(empty[0].shape)}), e.g. {empty[0].name}", path=_wfile(path, adapter_weights),
+                               f"{list(empty[0].shape)}), e.g. {empty[0].name}", path=weights_file(path, adapter_weights),
                                location=Location(tensor=empty[0].name))
 
 
@@ -189,4 +186,3 @@ class LoraRankInconsistent(Check):
 
 
 # value checks (ADP018 - ADP021) register on import
-from doctor.checks.adapter.rules import values  # noqa: E402,F401

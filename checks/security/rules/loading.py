@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doctor.checks.security import ARTIFACTS, LLAVA_PLAIN_LOAD
+from doctor.checks.security.rules.pickles import ARTIFACTS, LLAVA_PLAIN_LOAD
 
 from doctor.artifacts import Artifact
 from doctor.errors import Skip

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doctor.checks.security import ARTIFACTS, _looks_pickled
+from doctor.checks.security.rules.pickles import ARTIFACTS, _looks_pickled
 
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register

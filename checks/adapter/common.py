@@ -1,0 +1,11 @@
+"""What the adapter family's rule modules share."""
+
+from __future__ import annotations
+
+from doctor.checks.adapter.reading import Weights
+
+ADAPTER = frozenset({"adapter"})
+
+
+def weights_file(path: str, weights: Weights) -> str:
+    return weights.file or f"{path}/{ADAPTER_FILES[0]}"
