@@ -7,9 +7,9 @@ ever imported, called or unpickled.
     infos = tensor_infos("pytorch_model.bin")          # {name: TensorMeta(dtype, shape)}
     state = safe_load("mm_projector.bin")              # scan, then torch.load(weights_only=True)
 
-Every pickle in every container is walked (``_pickle_containers``) by an opcode machine with
-inert stand-ins (``_pickle_vm``), and every imported name is judged against an ALLOW-list
-(``_pickle_allow``): torch's own ``weights_only`` list plus vetted extras for the Trainer's
+Every pickle in every container is walked (``doctor.io.pickle.containers``) by an opcode machine
+with inert stand-ins (``doctor.io.pickle.vm``), and every imported name is judged against an
+ALLOW-list (``doctor.io.pickle.allow``): torch's own ``weights_only`` list plus vetted extras for the Trainer's
 ``training_args.bin``, ``rng_state*.pth`` and DeepSpeed files. Imports whose name is only known at
 load time (``STACK_GLOBAL`` on computed strings, extension codes) and calls of computed
 callables are findings of their own.
@@ -24,9 +24,10 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from doctor.errors import ArtifactError
-from doctor.io._pickle_allow import is_dangerous, role_of, verdict
-from doctor.io._pickle_containers import Stream, Walk, walk_file
-from doctor.io._pickle_tensors import TensorMeta, collect
+from doctor.io.pickle.allow import is_dangerous, role_of, verdict
+from doctor.io.pickle.containers import walk_file
+from doctor.io.pickle.streams import Stream, Walk
+from doctor.io.pickle.tensors import TensorMeta, collect
 
 if TYPE_CHECKING:
     import torch

@@ -126,7 +126,7 @@ def test_chained_bypasses_are_reported_as_computed_calls(corpus: list[Sample]) -
 def test_every_opcode_of_every_protocol_is_understood() -> None:
     import pickletools
 
-    from doctor.io._pickle_ops import OPS
+    from doctor.io.pickle.vm import OPS
 
     assert {op.code.encode("latin-1")[0] for op in pickletools.opcodes} == set(OPS)
 
@@ -275,7 +275,7 @@ def _old_tar(path: Path) -> Path:
 def test_allow_list_is_torch_weights_only_list() -> None:
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    from doctor.io._pickle_allow import TORCH_ALLOWED
+    from doctor.io.pickle.allow import TORCH_ALLOWED
 
     assert TORCH_ALLOWED == set(_get_allowed_globals())
 

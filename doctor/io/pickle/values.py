@@ -1,19 +1,18 @@
-"""A pickle machine that never executes: it walks the opcodes of one pickle and simulates the
-stack, the mark stack and the memo with inert stand-ins, so that it can say which globals a
-pickle imports, how each is used (called, instantiated, passed along), which imports cannot be
-resolved without running code, and what the final object looks like (for tensor metadata).
+"""The bottom layer of the static pickle reader: the inert stand-ins a walked pickle is made of
+(``Global``, ``Call``, ``PersId``, ``Blob``, ``Opaque``), the simulated machine state (stack, mark
+stack, memo), bounded reads, and ``OpTable``, the opcode table each opcode module fills for
+itself. Nothing here knows any opcode; ``ops`` and ``calls`` sit above it and ``vm`` above them.
 
-Every opcode of protocols 0-5 is understood. Lengths are checked against the bytes left before
-anything is read, and large byte strings are skipped, never loaded: a hostile length field
-gives a ``PickleFormatError``, not a huge allocation.
+Lengths are checked against the bytes left before anything is read, and large byte strings are
+skipped, never loaded: a hostile length field gives a ``PickleFormatError``, not a huge allocation.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import codecs
-import struct
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import IO, Any
 
 MAX_KEPT_BYTES = 1 << 20  # longer byte/str payloads are skipped and replaced by a Blob
@@ -113,10 +112,7 @@ class PickleRun:
     opcodes: int = 0
 
 
-_MARK = object()
-
-
-class _Reader:
+class Reader:
     """Bounded reads over a seekable binary stream; ``end`` is the absolute end of the data."""
 
     def __init__(self, f: IO[bytes], pos: int, end: int) -> None:
@@ -152,44 +148,7 @@ def _map_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def run_pickle(f: IO[bytes], start: int, end: int) -> PickleRun:
-    """Walk one pickle from ``start`` (the stream is positioned there) to its STOP opcode.
-
-    Raises ``PickleFormatError`` on malformed data; never imports or calls anything."""
-    from doctor.io._pickle_ops import OPS
-
-    r = _Reader(f, start, end)
-    run = PickleRun(start=start)
-    state = _State(run)
-    while True:
-        offset = r.pos
-        try:
-            code = r.read(1)[0]
-        except PickleFormatError as e:
-            e.run = run
-            raise
-        op = OPS.get(code)
-        if op is None:
-            error = PickleFormatError(f"unknown opcode 0x{code:02x}", offset)
-            error.run = run
-            raise error
-        run.opcodes += 1
-        try:
-            done = op(state, r, offset, code)
-        except PickleFormatError as e:
-            e.run = run
-            raise
-        except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, struct.error, OverflowError,
-                RecursionError, MemoryError) as e:
-            error = PickleFormatError(f"{_NAMES.get(code, hex(code))}: {type(e).__name__}: {e}", offset)
-            error.run = run
-            raise error from None
-        if done:
-            run.end = r.pos
-            return run
-
-
-class _State:
+class State:
     """The simulated machine: stack, mark stack and memo."""
 
     def __init__(self, run: PickleRun) -> None:
@@ -284,10 +243,24 @@ def decode_string_literal(raw: bytes) -> str:
     return codecs.escape_decode(raw[1:-1])[0].decode("latin-1")
 
 
-def _opcode_names() -> dict[int, str]:
-    import pickletools
-
-    return {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
+Op = Callable[["State", "Reader", int, int], bool]
 
 
-_NAMES = _opcode_names()
+class OpTable:
+    """One module's opcodes: ``@TABLE.op(b"N")`` registers a handler in that module's own table
+    (the VM merges the tables; no module writes into another's)."""
+
+    def __init__(self) -> None:
+        self.ops: dict[int, Op] = {}
+
+    def op(self, *codes: bytes) -> Callable[[Op], Op]:
+        def deco(func: Op) -> Op:
+            for c in codes:
+                self.add(c, func)
+            return func
+        return deco
+
+    def add(self, code: bytes, func: Op) -> None:
+        if code[0] in self.ops:
+            raise ValueError(f"opcode {code!r} defined twice")
+        self.ops[code[0]] = func

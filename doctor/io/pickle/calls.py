@@ -5,31 +5,34 @@ from __future__ import annotations
 
 import struct
 
-from doctor.io._pickle_ops import OPS, Op, op
-from doctor.io._pickle_vm import (
+from doctor.io.pickle.values import (
     Call,
     Global,
+    Op,
     Opaque,
+    OpTable,
     PersId,
     PickleFormatError,
     Problem,
-    _Reader,
-    _State,
+    Reader,
+    State,
     describe,
 )
 
+TABLE = OpTable()
+
 
 # ---- imports, calls and objects: where code would run ----------------------------------------
-@op(b"c")
-def _global(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"c")
+def _global(s: State, r: Reader, offset: int, code: int) -> bool:
     module = r.line().decode("utf-8")
     name = r.line().decode("utf-8")
     s.push(s.add_global(module, name, "GLOBAL", offset))
     return False
 
 
-@op(b"\x93")
-def _stack_global(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x93")
+def _stack_global(s: State, r: Reader, offset: int, code: int) -> bool:
     name = s.pop()
     module = s.pop()
     if type(module) is str and type(name) is str:
@@ -44,7 +47,7 @@ def _stack_global(s: _State, r: _Reader, offset: int, code: int) -> bool:
 def _ext(width: str) -> Op:
     size = struct.calcsize(width)
 
-    def ext(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def ext(s: State, r: Reader, offset: int, code: int) -> bool:
         code = struct.unpack(width, r.read(size))[0]
         s.run.problems.append(Problem(
             "unresolved-global", "EXT", offset,
@@ -54,11 +57,13 @@ def _ext(width: str) -> Op:
     return ext
 
 
-OPS[b"\x82"[0]], OPS[b"\x83"[0]], OPS[b"\x84"[0]] = _ext("<B"), _ext("<H"), _ext("<i")
+TABLE.add(b"\x82", _ext("<B"))
+TABLE.add(b"\x83", _ext("<H"))
+TABLE.add(b"\x84", _ext("<i"))
 
 
-@op(b"R")
-def _reduce(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"R")
+def _reduce(s: State, r: Reader, offset: int, code: int) -> bool:
     args = s.pop()
     func = s.top()
     if not isinstance(args, (tuple, Opaque)):
@@ -68,8 +73,8 @@ def _reduce(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"\x81")
-def _newobj(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x81")
+def _newobj(s: State, r: Reader, offset: int, code: int) -> bool:
     args = s.pop()
     cls = s.pop()
     s.callable_use(cls, "new", "NEWOBJ", offset)
@@ -77,8 +82,8 @@ def _newobj(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"\x92")
-def _newobj_ex(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x92")
+def _newobj_ex(s: State, r: Reader, offset: int, code: int) -> bool:
     kwargs = s.pop()
     args = s.pop()
     cls = s.pop()
@@ -89,8 +94,8 @@ def _newobj_ex(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"o")
-def _obj(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"o")
+def _obj(s: State, r: Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     if not items:
         raise PickleFormatError("OBJ without a class", offset)
@@ -99,8 +104,8 @@ def _obj(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"i")
-def _inst(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"i")
+def _inst(s: State, r: Reader, offset: int, code: int) -> bool:
     module = r.line().decode("utf-8")
     name = r.line().decode("utf-8")
     cls = s.add_global(module, name, "INST", offset)
@@ -109,8 +114,8 @@ def _inst(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"b")
-def _build(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"b")
+def _build(s: State, r: Reader, offset: int, code: int) -> bool:
     state = s.pop()
     target = s.top()
     if isinstance(target, Call):
@@ -120,29 +125,29 @@ def _build(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"P")
-def _persid(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"P")
+def _persid(s: State, r: Reader, offset: int, code: int) -> bool:
     pid = PersId(r.line().decode("ascii", "replace"))
     s.run.persids.append(pid.pid)
     s.push(pid)
     return False
 
 
-@op(b"Q")
-def _binpersid(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"Q")
+def _binpersid(s: State, r: Reader, offset: int, code: int) -> bool:
     pid = PersId(s.pop())
     s.run.persids.append(pid.pid)
     s.push(pid)
     return False
 
 
-@op(b"\x97")
-def _next_buffer(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x97")
+def _next_buffer(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(Opaque("an out-of-band buffer"))
     return False
 
 
-@op(b"\x98")
-def _readonly_buffer(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x98")
+def _readonly_buffer(s: State, r: Reader, offset: int, code: int) -> bool:
     s.top()
     return False

@@ -1,4 +1,4 @@
-"""Opcode table of the static pickle machine (``_pickle_vm``): one small function per opcode,
+"""The data opcodes of the static pickle machine (``vm``): one small function per opcode,
 following CPython's ``Lib/pickle.py`` semantics, with inert stand-ins instead of real imports
 and calls. Each returns True only for STOP."""
 
@@ -8,47 +8,40 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from doctor.io._pickle_vm import (
+from doctor.io.pickle.values import (
     MAX_KEPT_BYTES,
     Blob,
     Call,
+    Op,
+    OpTable,
     PickleFormatError,
-    _Reader,
-    _State,
+    Reader,
+    State,
     decode_string_literal,
     describe,
     key,
 )
 
-Op = Callable[[_State, _Reader, int, int], bool]
-OPS: dict[int, Op] = {}
-
-
-def op(*codes: bytes) -> Callable[[Op], Op]:
-    def deco(func: Op) -> Op:
-        for c in codes:
-            OPS[c[0]] = func
-        return func
-    return deco
+TABLE = OpTable()
 
 
 def _push(value: Any) -> Op:
-    def push(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def push(s: State, r: Reader, offset: int, code: int) -> bool:
         s.push(value() if callable(value) else value)
         return False
     return push
 
 
 for _code, _value in ((b"N", None), (b"\x88", True), (b"\x89", False), (b")", tuple)):
-    OPS[_code[0]] = _push(_value)
-OPS[b"]"[0]] = _push(list)
-OPS[b"}"[0]] = _push(dict)
-OPS[b"\x8f"[0]] = _push(set)
+    TABLE.add(_code, _push(_value))
+TABLE.add(b"]", _push(list))
+TABLE.add(b"}", _push(dict))
+TABLE.add(b"\x8f", _push(set))
 
 
 # ---- framing and protocol -------------------------------------------------------------------
-@op(b"\x80")
-def _proto(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x80")
+def _proto(s: State, r: Reader, offset: int, code: int) -> bool:
     proto = r.read(1)[0]
     if proto > 5:
         raise PickleFormatError(f"unsupported pickle protocol {proto}", offset)
@@ -56,14 +49,14 @@ def _proto(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"\x95")
-def _frame(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x95")
+def _frame(s: State, r: Reader, offset: int, code: int) -> bool:
     r.read(8)  # frames only group opcodes; the walk continues through them
     return False
 
 
-@op(b".")
-def _stop(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b".")
+def _stop(s: State, r: Reader, offset: int, code: int) -> bool:
     s.run.result = s.pop()
     return True
 
@@ -72,20 +65,20 @@ def _stop(s: _State, r: _Reader, offset: int, code: int) -> bool:
 def _fixed(fmt: str) -> Op:
     size = struct.calcsize(fmt)
 
-    def read(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def read(s: State, r: Reader, offset: int, code: int) -> bool:
         s.push(struct.unpack(fmt, r.read(size))[0])
         return False
     return read
 
 
-OPS[b"J"[0]] = _fixed("<i")
-OPS[b"K"[0]] = _fixed("<B")
-OPS[b"M"[0]] = _fixed("<H")
-OPS[b"G"[0]] = _fixed(">d")
+TABLE.add(b"J", _fixed("<i"))
+TABLE.add(b"K", _fixed("<B"))
+TABLE.add(b"M", _fixed("<H"))
+TABLE.add(b"G", _fixed(">d"))
 
 
-@op(b"\x8a", b"\x8b")
-def _long(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x8a", b"\x8b")
+def _long(s: State, r: Reader, offset: int, code: int) -> bool:
     n = r.read(1)[0] if code == 0x8A else struct.unpack("<i", r.read(4))[0]
     if n < 0:
         raise PickleFormatError("negative LONG4 length", offset)
@@ -94,21 +87,21 @@ def _long(s: _State, r: _Reader, offset: int, code: int) -> bool:
 
 
 
-@op(b"I")
-def _int(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"I")
+def _int(s: State, r: Reader, offset: int, code: int) -> bool:
     text = r.line()
     s.push({b"00": False, b"01": True}.get(text) if text in (b"00", b"01") else int(text))
     return False
 
 
-@op(b"L")
-def _long_text(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"L")
+def _long_text(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(int(r.line().rstrip(b"L")))
     return False
 
 
-@op(b"F")
-def _float(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"F")
+def _float(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(float(r.line()))
     return False
 
@@ -117,7 +110,7 @@ def _float(s: _State, r: _Reader, offset: int, code: int) -> bool:
 def _sized(width: str, kind: str) -> Op:
     size = struct.calcsize(width)
 
-    def read(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def read(s: State, r: Reader, offset: int, code: int) -> bool:
         n = struct.unpack(width, r.read(size))[0]
         if n < 0:
             raise PickleFormatError(f"negative length {n}", offset)
@@ -138,44 +131,44 @@ def _sized(width: str, kind: str) -> Op:
     return read
 
 
-OPS[b"\x8c"[0]] = _sized("<B", "str")       # SHORT_BINUNICODE
-OPS[b"X"[0]] = _sized("<I", "str")          # BINUNICODE
-OPS[b"\x8d"[0]] = _sized("<Q", "str")       # BINUNICODE8
-OPS[b"U"[0]] = _sized("<B", "bytes8str")    # SHORT_BINSTRING
-OPS[b"T"[0]] = _sized("<i", "bytes8str")    # BINSTRING
-OPS[b"C"[0]] = _sized("<B", "bytes")        # SHORT_BINBYTES
-OPS[b"B"[0]] = _sized("<I", "bytes")        # BINBYTES
-OPS[b"\x8e"[0]] = _sized("<Q", "bytes")     # BINBYTES8
-OPS[b"\x96"[0]] = _sized("<Q", "bytearray")  # BYTEARRAY8
+TABLE.add(b"\x8c", _sized("<B", "str"))       # SHORT_BINUNICODE
+TABLE.add(b"X", _sized("<I", "str"))          # BINUNICODE
+TABLE.add(b"\x8d", _sized("<Q", "str"))       # BINUNICODE8
+TABLE.add(b"U", _sized("<B", "bytes8str"))    # SHORT_BINSTRING
+TABLE.add(b"T", _sized("<i", "bytes8str"))    # BINSTRING
+TABLE.add(b"C", _sized("<B", "bytes"))        # SHORT_BINBYTES
+TABLE.add(b"B", _sized("<I", "bytes"))        # BINBYTES
+TABLE.add(b"\x8e", _sized("<Q", "bytes"))     # BINBYTES8
+TABLE.add(b"\x96", _sized("<Q", "bytearray"))  # BYTEARRAY8
 
 
-@op(b"S")
-def _string(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"S")
+def _string(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(decode_string_literal(r.line()))
     return False
 
 
-@op(b"V")
-def _unicode(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"V")
+def _unicode(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(r.line().decode("raw-unicode-escape"))
     return False
 
 
 # ---- containers -----------------------------------------------------------------------------
-@op(b"(")
-def _mark(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"(")
+def _mark(s: State, r: Reader, offset: int, code: int) -> bool:
     s.mark()
     return False
 
 
-@op(b"t")
-def _tuple(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"t")
+def _tuple(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(tuple(s.pop_mark()))
     return False
 
 
-@op(b"\x85", b"\x86", b"\x87")
-def _tuple_n(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x85", b"\x86", b"\x87")
+def _tuple_n(s: State, r: Reader, offset: int, code: int) -> bool:
     n = code - 0x84  # TUPLE1, TUPLE2, TUPLE3
     if len(s.stack) < n:
         raise IndexError("stack underflow")
@@ -186,14 +179,14 @@ def _tuple_n(s: _State, r: _Reader, offset: int, code: int) -> bool:
 
 
 
-@op(b"l")
-def _list(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"l")
+def _list(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(s.pop_mark())
     return False
 
 
-@op(b"d")
-def _dict(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"d")
+def _dict(s: State, r: Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     if len(items) % 2:
         raise PickleFormatError("DICT with an odd number of items", offset)
@@ -201,14 +194,14 @@ def _dict(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"\x91")
-def _frozenset(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x91")
+def _frozenset(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(frozenset(key(item) for item in s.pop_mark()))
     return False
 
 
-@op(b"\x90")
-def _additems(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x90")
+def _additems(s: State, r: Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     target = s.top()
     if isinstance(target, set):
@@ -220,15 +213,15 @@ def _additems(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"a")
-def _append(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"a")
+def _append(s: State, r: Reader, offset: int, code: int) -> bool:
     item = s.pop()
     _extend(s.top(), [item], offset)
     return False
 
 
-@op(b"e")
-def _appends(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"e")
+def _appends(s: State, r: Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     _extend(s.top(), items, offset)
     return False
@@ -243,16 +236,16 @@ def _extend(target: Any, items: list[Any], offset: int) -> None:
         raise PickleFormatError(f"APPEND to {describe(target)}", offset)
 
 
-@op(b"s")
-def _setitem(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"s")
+def _setitem(s: State, r: Reader, offset: int, code: int) -> bool:
     value = s.pop()
     key = s.pop()
     _set(s.top(), [key, value], offset)
     return False
 
 
-@op(b"u")
-def _setitems(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"u")
+def _setitems(s: State, r: Reader, offset: int, code: int) -> bool:
     items = s.pop_mark()
     _set(s.top(), items, offset)
     return False
@@ -273,8 +266,8 @@ def _set(target: Any, items: list[Any], offset: int) -> None:
 
 
 # ---- stack and memo -------------------------------------------------------------------------
-@op(b"0")
-def _pop(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"0")
+def _pop(s: State, r: Reader, offset: int, code: int) -> bool:
     if s.stack:
         s.stack.pop()
     else:
@@ -282,19 +275,19 @@ def _pop(s: _State, r: _Reader, offset: int, code: int) -> bool:
     return False
 
 
-@op(b"1")
-def _pop_mark(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"1")
+def _pop_mark(s: State, r: Reader, offset: int, code: int) -> bool:
     s.pop_mark()
     return False
 
 
-@op(b"2")
-def _dup(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"2")
+def _dup(s: State, r: Reader, offset: int, code: int) -> bool:
     s.push(s.top())
     return False
 
 
-def _memo_key(width: str) -> Callable[[_Reader], int]:
+def _memo_key(width: str) -> Callable[[Reader], int]:
     if width == "line":
         return lambda r: int(r.line())
     size = struct.calcsize(width)
@@ -304,7 +297,7 @@ def _memo_key(width: str) -> Callable[[_Reader], int]:
 def _put(width: str) -> Op:
     key = _memo_key(width)
 
-    def put(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def put(s: State, r: Reader, offset: int, code: int) -> bool:
         k = key(r)
         if k < 0:
             raise PickleFormatError("negative memo key", offset)
@@ -316,7 +309,7 @@ def _put(width: str) -> Op:
 def _get(width: str) -> Op:
     key = _memo_key(width)
 
-    def get(s: _State, r: _Reader, offset: int, code: int) -> bool:
+    def get(s: State, r: Reader, offset: int, code: int) -> bool:
         k = key(r)
         if k not in s.memo:
             raise PickleFormatError(f"memo key {k} was never stored", offset)
@@ -325,14 +318,15 @@ def _get(width: str) -> Op:
     return get
 
 
-OPS[b"p"[0]], OPS[b"q"[0]], OPS[b"r"[0]] = _put("line"), _put("<B"), _put("<I")
-OPS[b"g"[0]], OPS[b"h"[0]], OPS[b"j"[0]] = _get("line"), _get("<B"), _get("<I")
+TABLE.add(b"p", _put("line"))
+TABLE.add(b"q", _put("<B"))
+TABLE.add(b"r", _put("<I"))
+TABLE.add(b"g", _get("line"))
+TABLE.add(b"h", _get("<B"))
+TABLE.add(b"j", _get("<I"))
 
 
-@op(b"\x94")
-def _memoize(s: _State, r: _Reader, offset: int, code: int) -> bool:
+@TABLE.op(b"\x94")
+def _memoize(s: State, r: Reader, offset: int, code: int) -> bool:
     s.memo[len(s.memo)] = s.top()
     return False
-
-
-from doctor.io import _pickle_calls  # noqa: E402,F401  (registers the import/call opcodes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from doctor.io._pickle_vm import Call, Global, PersId
+from doctor.io.pickle.values import Call, Global, PersId
 
 
 class TensorMeta(NamedTuple):

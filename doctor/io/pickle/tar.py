@@ -8,15 +8,9 @@ import struct
 import tarfile
 from typing import IO, Any
 
-from doctor.io._pickle_containers import (
-    STORAGE_ELEMENT_SIZE,
-    Stream,
-    Walk,
-    _walk_extra,
-    _walk_pickles,
-    keep_partial,
-)
-from doctor.io._pickle_vm import Global, PickleFormatError, run_pickle
+from doctor.io.pickle.streams import STORAGE_ELEMENT_SIZE, Stream, Walk, keep_partial, walk_extra, walk_pickles
+from doctor.io.pickle.values import Global, PickleFormatError
+from doctor.io.pickle.vm import run_pickle
 
 
 def walk_tar_members(f: IO[bytes], walk: Walk) -> None:
@@ -42,7 +36,7 @@ def walk_tar_members(f: IO[bytes], walk: Walk) -> None:
                 head = handle.read(1)
                 handle.seek(0)
                 if name in ("pickle", "sys_info") or head == b"\x80":
-                    _walk_pickles(handle, 0, member.size, name, walk)  # type: ignore[arg-type]
+                    walk_pickles(handle, 0, member.size, name, walk)  # type: ignore[arg-type]
     if not any(s.entry == "pickle" for s in walk.streams):
         walk.format, walk.detail = "tar", "a tar archive (not a torch checkpoint: no 'pickle' member)"
 
@@ -89,7 +83,7 @@ def _walk_storages(handle: IO[bytes], size: int, walk: Walk) -> dict[Any, str]:
         handle.seek(pos)
     got = _load(handle, pos, size, "storages", walk)  # storage views
     if got is not None:
-        _walk_extra(handle, got[1], size, "storages", walk)
+        walk_extra(handle, got[1], size, "storages", walk)
     return types
 
 
@@ -120,4 +114,4 @@ def _walk_tensors(handle: IO[bytes], size: int, walk: Walk, storage_types: dict[
         shape = struct.unpack(f"<{ndim}q", body[: 8 * ndim])
         pos += 8 + len(body)
         walk.tar_tensors[str(args[0])] = (storage_types.get(args[1], ""), tuple(shape))
-    _walk_extra(handle, pos, size, "tensors", walk)
+    walk_extra(handle, pos, size, "tensors", walk)
