@@ -158,6 +158,10 @@ class TorchTooOldForBinWeights(Check):
     ## Example
     `non_lora_trainables.bin` with torch 2.1.2 and transformers 4.53.
 
+    This check owns "torch < 2.6 with pickle weights": one finding for the environment, naming the
+    files. SEC008 adds a finding only for a LLaVA pickle that also FAILED the security scan (LLaVA's
+    builder would run its content); a clean file is reported here alone.
+
     ## How to fix
     Convert the pickles to safetensors (`vlm-doctor check PATH --fix` offers it after a clean
     security scan), or upgrade torch to 2.6 or newer.

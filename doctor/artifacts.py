@@ -10,43 +10,61 @@ Each artifact has a path and a set of kinds; checks apply to artifacts by kind:
 - ``llava-original``  a model folder in the original LLaVA codebase's layout (``llava_llama`` ...)
 - ``xtuner``          an XTuner release (``llm_adapter/``, ``visual_encoder_adapter/``, ``projector/``)
 - ``run``             a training output folder (``checkpoint-N/``, ``trainer_state.json``)
-- ``weights``         a single weights file (.safetensors, .bin, .pt, .pth)
+- ``weights``         a single weights file (.safetensors, .bin, .pt, .pth, .ckpt)
+- ``pickle``          a pickle that holds training state or arbitrary objects, not model weights
+                      (``optimizer.pt``, ``rng_state.pth``, DeepSpeed ``*_optim_states.pt``, mmengine
+                      ``iter_N.pth``, ``*.pkl``): only the security checks apply
+- ``unrecognized``    a path given on the command line under which nothing above was found; it gets
+                      a DOC002 error naming what was there (never a silent pass)
 - ``environment``     the installed libraries (one per run, always present)
 - ``sanity``          a model to load and run (only with ``--sanity``)
 
-Discovery reads file names and at most a few small JSON files; it never opens weights.
+Names first, content second: a folder with ``config.json`` is a model candidate even when that
+file does not parse (the checkpoint checks then report why); every pickle-bearing file found
+while walking is an artifact of its own unless it lies inside one; a file given on the command
+line whose extension says nothing is identified by its first bytes (``sniff``). Discovery reads
+file names, a few small JSON files and the first bytes of explicitly given files; it never
+opens weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doctor.errors import ArtifactError
+from doctor.files import (
+    ADAPTER_CONFIG,
+    CHECKPOINT_RE,
+    CONFIG_NAMES,
+    DISTCP_SUFFIX,
+    FSDP_DIR_RE,
+    GLOBAL_STEP_RE,
+    INDEX_SUFFIX,
+    MODEL_CONFIG,
+    NON_LORA_TRAINABLES,
+    ORIGINAL_LLAVA_TYPES,
+    SAFETENSORS_SUFFIX,
+    TRAINER_STATE,
+    WEIGHT_SUFFIXES,
+    XTUNER_PARTS,
+    checkpoint_step,
+    is_pickle_name,
+    is_training_state,
+)
 
-ORIGINAL_LLAVA_TYPES = frozenset(
-    {"llava_llama", "llava_mistral", "llava_mpt", "llava_mixtral", "llava_qwen", "llava_qwen_moe", "llava_gemma"}
-)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-CONFIG_NAMES = frozenset(
-    {
-        "config.json", "adapter_config.json", "generation_config.json", "tokenizer_config.json",
-        "special_tokens_map.json", "preprocessor_config.json", "processor_config.json",
-        "trainer_state.json", "chat_template.json", "tokenizer.json", "added_tokens.json",
-        "model.safetensors.index.json", "pytorch_model.bin.index.json", "vocab.json",
-        "xtuner_config.json", "training_args.json", "all_results.json", "train_results.json",
-        "eval_results.json",
-    }
-)
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_GLOBAL_STEP_RE = re.compile(r"^global_step\d+$")
-_FSDP_DIR_RE = re.compile(r"^pytorch_model_fsdp_\d+$")
-MAX_WALK_DEPTH = 4
+# re-exported: callers import these names from here
+__all__ = ["Artifact", "ORIGINAL_LLAVA_TYPES", "WEIGHT_SUFFIXES", "CONFIG_NAMES", "checkpoint_step", "classify",
+           "discover", "environment_artifact", "is_local_model_dir", "read_json_small", "sniff"]
+MAX_WALK_DEPTH = 6
+_SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
+_SHOWN = 8  # names listed in a nothing-recognized finding
 
 
 @dataclass
@@ -58,7 +76,8 @@ class Artifact:
     @property
     def kind(self) -> str:
         """The most specific kind, for display."""
-        for k in ("llava-lora", "llava-original", "xtuner", "run", "adapter", "model", "dataset", "weights"):
+        for k in ("llava-lora", "llava-original", "xtuner", "run", "adapter", "model", "dataset", "weights",
+                  "pickle", "unrecognized"):
             if k in self.kinds:
                 return k
         return next(iter(sorted(self.kinds)))
@@ -79,14 +98,19 @@ def read_json_small(path: Path, limit: int = 8 << 20) -> Any:
 
 
 def discover(paths: list[str]) -> list[Artifact]:
-    """Classify each path; walk folders that are not artifacts themselves."""
+    """Classify each path; walk folders that are not artifacts themselves. A path under which
+    nothing is recognized becomes an ``unrecognized`` artifact (DOC002), never nothing."""
     found: list[Artifact] = []
     seen: set[str] = set()
     for raw in paths:
         p = Path(raw)
         if not p.exists() and not p.is_symlink():
             raise ArtifactError(f"{raw}: no such file or folder")
-        for art in _discover_one(p, explicit=True, depth=0):
+        walk = _Seen(p)
+        arts = list(_discover_one(p, explicit=True, depth=0, walk=walk))
+        if not arts:
+            arts = [walk.artifact()]
+        for art in arts:
             if art.path not in seen:
                 seen.add(art.path)
                 found.append(art)
@@ -102,8 +126,50 @@ def classify(path: Path, explicit: bool = False) -> Artifact | None:
     return None
 
 
-def _discover_one(path: Path, explicit: bool, depth: int) -> Iterator[Artifact]:
-    if explicit and path.is_file() and path.name in ("adapter_config.json", "config.json"):
+class _Seen:
+    """What a walk saw that it did not recognize, for the nothing-recognized finding."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: list[str] = []
+        self.folders = 0
+        self.kinds: Counter[str] = Counter()
+        self.cut: list[str] = []  # folders below the walk's depth limit
+        self.what: str | None = None  # an explicit file: what its bytes say it is
+
+    def file(self, path: Path) -> None:
+        self.files.append(self._rel(path))
+        self.kinds[_kind_of_name(path.name)] += 1
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root)) if path != self.root else path.name
+        except ValueError:
+            return str(path)
+
+    def artifact(self) -> Artifact:
+        root = self.root
+        if self.what is not None:
+            size = _size(root)
+            message = f"{root.name} is {self.what} ({size:,} bytes): not a dataset, model, adapter, run or weights file"
+        elif not self.files and not self.folders:
+            message = "the folder is empty"
+        else:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+            shown = ", ".join(self.files[:_SHOWN]) + (f", ... ({len(self.files) - _SHOWN} more)"
+                                                      if len(self.files) > _SHOWN else "")
+            message = (f"nothing vlm-doctor checks was found in {len(self.files)} file(s)"
+                       + (f" and {self.folders} folder(s)" if self.folders else "")
+                       + (f" ({counts})" if counts else "") + (f": {shown}" if shown else ""))
+            if self.cut:
+                message += f"; folders deeper than {MAX_WALK_DEPTH} levels were not walked ({', '.join(self.cut[:3])})"
+        return Artifact(str(root), frozenset({"unrecognized"}),
+                        {"message": message, "files": len(self.files), "folders": self.folders,
+                         "names": self.files[:_SHOWN], "what": self.what})
+
+
+def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterator[Artifact]:
+    if explicit and path.is_file() and (path.name in CONFIG_NAMES or path.name.endswith(INDEX_SUFFIX)):
         # `vlm-doctor check out/adapter_config.json` (pre-commit passes file names): the
         # artifact is the folder that holds it.
         parent = _classify_dir(path.parent)
@@ -114,19 +180,29 @@ def _discover_one(path: Path, explicit: bool, depth: int) -> Iterator[Artifact]:
     if art is not None:
         yield art
         return
-    if path.is_dir() and depth < MAX_WALK_DEPTH:
-        try:
-            children = sorted(path.iterdir())
-        except OSError as e:
-            raise ArtifactError(f"{path}: cannot list folder: {e.strerror}") from None
-        for child in children:
-            if child.name.startswith(".") or child.name in ("__pycache__", "node_modules"):
-                continue
-            if child.is_symlink() and child.is_dir():
-                continue  # never follow folder links while walking
-            yield from _discover_one(child, explicit=False, depth=depth + 1)
-    elif explicit and path.is_dir():
+    if path.is_file():
+        if explicit:
+            walk.what = sniff(path)[1]
+        else:
+            walk.file(path)
         return
+    if not path.is_dir():
+        return
+    if depth >= MAX_WALK_DEPTH:
+        walk.cut.append(walk._rel(path))
+        return
+    try:
+        children = sorted(path.iterdir())
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot list folder: {e.strerror}") from None
+    for child in children:
+        if child.name.startswith(".") or child.name in _SKIP_DIRS:
+            continue
+        if child.is_symlink() and child.is_dir():
+            continue  # never follow folder links while walking
+        if child.is_dir():
+            walk.folders += 1
+        yield from _discover_one(child, explicit=False, depth=depth + 1, walk=walk)
 
 
 def _classify_file(path: Path, explicit: bool) -> Artifact | None:
@@ -135,7 +211,7 @@ def _classify_file(path: Path, explicit: bool) -> Artifact | None:
     if low.endswith(".jsonl"):
         return Artifact(str(path), frozenset({"dataset"}), {"format": "jsonl"})
     if low.endswith(".json"):
-        if name in CONFIG_NAMES or name.endswith(".index.json"):
+        if name in CONFIG_NAMES or name.endswith(INDEX_SUFFIX):
             return None
         head = _peek(path)
         if head.startswith("[") or explicit:
@@ -143,13 +219,94 @@ def _classify_file(path: Path, explicit: bool) -> Artifact | None:
         if head.startswith("{") and ('"conversations"' in head or '"messages"' in head):
             return Artifact(str(path), frozenset({"dataset"}), {"format": "json"})
         return None
-    if low.endswith(WEIGHT_SUFFIXES) and (explicit or low.endswith(".safetensors")):
+    if low.endswith(SAFETENSORS_SUFFIX):
         return Artifact(str(path), frozenset({"weights"}))
-    if explicit:
-        # A file we do not recognise by name: weights of another extension are still weights
-        # (the security checks sniff the content), anything else is a usage error.
-        return Artifact(str(path), frozenset({"weights"}), {"unknown_extension": True})
+    if is_pickle_name(low):
+        # every file torch.load / pickle.load / mmengine would open is scanned, wherever it lies
+        if is_training_state(path) or low.endswith((".pkl", ".pickle")):
+            return Artifact(str(path), frozenset({"pickle"}), {"role": "training-state"})
+        return Artifact(str(path), frozenset({"weights"}))
+    if not explicit:
+        return None
+    # A name that says nothing: the first bytes decide (a text file is never "weights").
+    kind, _ = sniff(path)
+    if kind in ("zip", "pickle", "safetensors"):
+        return Artifact(str(path), frozenset({"weights"}), {"unknown_extension": True, "content": kind})
+    if kind in ("json", "jsonl"):
+        return Artifact(str(path), frozenset({"dataset"}), {"format": kind})
     return None
+
+
+_IMAGES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+)
+
+
+def sniff(path: Path) -> tuple[str, str]:
+    """What a file is by its first bytes: (kind, description). Kinds: zip, pickle, safetensors,
+    json, jsonl, image, lfs-pointer, html, text, empty, binary, unreadable."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return "unreadable", f"a file that cannot be read ({e.strerror or e})"
+    if not head:
+        return "empty", "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip", "a zip archive (torch.save's format)"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle", f"a pickle (protocol {head[1]})"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n <= size - 8 and head[8:9] == b"{":
+            return "safetensors", "a safetensors file"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image", "a WEBP image"
+    for magic, what in _IMAGES:
+        if head.startswith(magic):
+            return "image", what
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "lfs-pointer", "a Git-LFS pointer (the real file was never downloaded)"
+    if text[:1] == b"[":
+        return "json", "a JSON array"
+    if text[:1] == b"{":
+        lines = [line for line in head.splitlines()[:3] if line.strip()]
+        jsonl = len(lines) > 1 and all(line.lstrip()[:1] == b"{" for line in lines[1:])
+        return ("jsonl", "JSON lines") if jsonl else ("json", "a JSON object")
+    if text.lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "html", "an HTML/XML page"
+    try:
+        head.decode("utf-8")
+        is_text = b"\x00" not in head
+    except UnicodeDecodeError as e:
+        is_text = e.start > len(head) - 4 and b"\x00" not in head
+    if is_text:
+        return "text", "a text file"
+    return "binary", "an unrecognised binary file (not zip, pickle, safetensors, JSON or an image)"
+
+
+def _kind_of_name(name: str) -> str:
+    low = name.lower()
+    suffix = low.rsplit(".", 1)[-1] if "." in low else ""
+    if suffix in ("png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"):
+        return "images"
+    if name in CONFIG_NAMES or low.endswith(INDEX_SUFFIX):
+        return "config files without a model"
+    if suffix in ("txt", "md", "rst", "log", "yaml", "yml", "toml", "cfg", "py", "sh", "csv", "tsv"):
+        return "text files"
+    if suffix == "json":
+        return "JSON files that are not datasets"
+    return "other files"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _peek(path: Path, n: int = 4096) -> str:
@@ -168,22 +325,24 @@ def _classify_dir(path: Path) -> Artifact | None:
     kinds: set[str] = set()
     meta: dict[str, Any] = {}
 
-    if any((path / n).is_dir() for n in ("llm_adapter", "projector")):
+    if any((path / n).is_dir() for n in XTUNER_PARTS if n != "visual_encoder_adapter"):
         return Artifact(str(path), frozenset({"xtuner"}))
 
     checkpoints = sorted(
-        (int(m.group(1)), n) for n in names if (m := _CHECKPOINT_RE.match(n)) and (path / n).is_dir()
+        (int(m.group(1)), n) for n in names if (m := CHECKPOINT_RE.match(n)) and (path / n).is_dir()
     )
     # DeepSpeed (global_stepN/ beside `latest` / zero_to_fp32.py) and FSDP SHARDED_STATE_DICT
     # (pytorch_model_fsdp_N/ of *.distcp) saves: training state that needs a conversion step.
-    sharded = any(_GLOBAL_STEP_RE.match(n) or _FSDP_DIR_RE.match(n) for n in names if (path / n).is_dir()) \
-        or any(n.endswith(".distcp") for n in names)
-    if checkpoints or sharded or "trainer_state.json" in names and not _has_weights(names):
+    sharded = any(GLOBAL_STEP_RE.match(n) or FSDP_DIR_RE.match(n) for n in names if (path / n).is_dir()) \
+        or any(n.endswith(DISTCP_SUFFIX) for n in names)
+    if checkpoints or sharded or TRAINER_STATE in names and not _has_weights(names):
         kinds.add("run")
         meta["checkpoints"] = [n for _, n in checkpoints]
 
-    config = read_json_small(path / "config.json") if "config.json" in names else None
-    if not isinstance(config, dict):
+    has_config = MODEL_CONFIG in names
+    config = read_json_small(path / MODEL_CONFIG) if has_config else None
+    parsed = isinstance(config, dict)
+    if not parsed:
         config = None
     raw_type = config.get("model_type") if config else None
     model_type = raw_type if isinstance(raw_type, str) else None  # junk types are CKP's to report
@@ -195,19 +354,22 @@ def _classify_dir(path: Path) -> Artifact | None:
         model_type == "llava" and any("LlavaLlama" in str(a) or "LlavaMistral" in str(a) for a in architectures)
     ) or (config is not None and "mm_projector_type" in config)
 
-    if "adapter_config.json" in names:
+    if ADAPTER_CONFIG in names:
         kinds.add("adapter")
-        if is_original or "non_lora_trainables.bin" in names:
+        if is_original or NON_LORA_TRAINABLES in names:
             kinds.add("llava-lora")
-    elif "config.json" in names and (_has_weights(names) or is_original):
+    elif has_config and (_has_weights(names) or is_original):
         kinds.add("model")
         if is_original:
             kinds.add("llava-original")
-    elif "config.json" in names and isinstance(config, dict) and "run" not in kinds:
-        # A config without weights (an incomplete download or an unfinished merge) is still a
-        # model folder: the checkpoint checks say what is missing.
-        if "model_type" in config or "architectures" in config:
+    elif has_config and "run" not in kinds:
+        # Names first: a config.json that does not parse (or is not an object) still makes a model
+        # candidate, so CKP001 reports it with line and column instead of the folder vanishing. A
+        # config without weights (an incomplete download or an unfinished merge) is still a model
+        # folder: the checkpoint checks say what is missing.
+        if not parsed or "model_type" in config or "architectures" in config:  # type: ignore[operator]
             kinds.add("model")
+            meta["config_parsed"] = parsed
 
     if not kinds:
         return None
@@ -215,12 +377,7 @@ def _classify_dir(path: Path) -> Artifact | None:
 
 
 def _has_weights(names: set[str]) -> bool:
-    return any(n.endswith(WEIGHT_SUFFIXES) or n.endswith(".index.json") for n in names)
-
-
-def checkpoint_step(name: str) -> int | None:
-    m = _CHECKPOINT_RE.match(name)
-    return int(m.group(1)) if m else None
+    return any(n.endswith(WEIGHT_SUFFIXES) or n.endswith(INDEX_SUFFIX) for n in names)
 
 
 def environment_artifact() -> Artifact:

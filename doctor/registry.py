@@ -63,7 +63,7 @@ FAMILIES: dict[str, Family] = {
         Family("LLV", "doctor.checks.llava", "Original LLaVA outputs", frozenset({"llava-lora", "llava-original"})),
         Family("XTN", "doctor.checks.xtuner", "XTuner releases", frozenset({"xtuner"})),
         Family("CKP", "doctor.checks.checkpoint", "Model checkpoints", frozenset({"model", "weights"})),
-        Family("SEC", "doctor.checks.security", "Untrusted files", frozenset({"model", "adapter", "llava-lora", "llava-original", "xtuner", "weights", "run"})),
+        Family("SEC", "doctor.checks.security", "Untrusted files", frozenset({"model", "adapter", "llava-lora", "llava-original", "xtuner", "weights", "pickle", "run"})),
         Family("RUN", "doctor.checks.run", "Training runs", frozenset({"run"})),
         Family("SAN", "doctor.checks.sanity", "Inference sanity pass", frozenset({"sanity"})),
     )

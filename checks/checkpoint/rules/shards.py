@@ -124,9 +124,15 @@ class ShardIsLfsPointer(Check):
     artifacts = frozenset({"model"})
 
     def run(self, ckp_weights: ModelWeights, ckp_shard_sets: list[ModelWeights]):
-        # One finding for the model (the SEC family reports each file on its own).
-        pointers = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.lfs_pointers})
-        files = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.files})
+        # One owner per cause: every Git-LFS pointer among the folder's own weight files is reported
+        # here, once for the model; SEC103 / SEC005 report pointers everywhere else.
+        from doctor.files import WEIGHT_SUFFIXES
+        from doctor.io.safetensors_header import is_lfs_pointer
+
+        loose = {str(p) for p in Path(ckp_weights.folder).glob("*")
+                 if p.name.lower().endswith(WEIGHT_SUFFIXES) and p.is_file() and is_lfs_pointer(p)}
+        pointers = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.lfs_pointers} | loose)
+        files = sorted({f for s in [ckp_weights, *ckp_shard_sets] for f in s.files} | loose)
         if pointers:
             names = ", ".join(Path(f).name for f in pointers[:4]) + (", ..." if len(pointers) > 4 else "")
             yield self.finding(f"{len(pointers)} of the {len(files)} weight files are Git-LFS pointer files, not the "

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from doctor.checks.security.rules.pickles import ARTIFACTS, LLAVA_PLAIN_LOAD
-
 from doctor.artifacts import Artifact
 from doctor.errors import Skip
+from doctor.files import is_training_state
 from doctor.findings import Applicability, Fix, Severity
 from doctor.registry import Check, register
 
@@ -19,30 +19,34 @@ __all__ = ["LlavaPlainTorchLoad", "PickleWeights", "convertible"]
 
 @register
 class LlavaPlainTorchLoad(Check):
-    """The LLaVA codebase will unpickle this file with a plain torch.load on torch < 2.6.
+    """The LLaVA codebase will unpickle a file that failed the scan, with a plain torch.load.
 
     ## What it does
     When the installed torch is older than 2.6, reports `non_lora_trainables.bin` and
-    `mm_projector.bin`: `llava/model/builder.py` loads them with `torch.load(path,
-    map_location="cpu")`, without `weights_only`, which before torch 2.6 means full unpickling.
-    It is an error when the file also failed the scan (SEC001-SEC006).
+    `mm_projector.bin` that FAILED the pickle scan (SEC001-SEC006): `llava/model/builder.py` loads
+    them with `torch.load(path, map_location="cpu")`, without `weights_only`, which before torch 2.6
+    means full unpickling, so what the scan found would run.
+
+    One owner per cause: "torch < 2.6 with pickle weights" is ENV003's (one finding for the
+    environment, naming the files); this check adds only what ENV003 cannot say, that LLaVA's
+    loader would execute this particular file's refused content. A clean file gets no SEC008.
 
     ## Why is this bad?
     Any code in the pickle runs when you call `load_pretrained_model`; LLaVA pins torch 2.1.2.
     Even `weights_only=True` is exploitable before torch 2.6 (CVE-2025-32434).
 
     ## Example
-    torch 2.1.2 installed; `llava-v1.5-7b-lora/non_lora_trainables.bin`.
+    torch 2.1.2 installed; `llava-v1.5-7b-lora/non_lora_trainables.bin` imports `builtins.exec`.
 
     ## How to fix
-    Only load files you produced or that come from a trusted source; run LLaVA with torch >= 2.6
-    (its default `weights_only=True` then applies), or merge the adapter and keep the merged
-    model as safetensors.
+    Do not load this folder with LLaVA's builder. Get the file from a trusted source or re-create it
+    by re-running training; run LLaVA with torch >= 2.6 (its default `weights_only=True` then
+    applies), or merge the adapter and keep the merged model as safetensors.
     """
 
     code = "SEC008"
     name = "llava-plain-torch-load"
-    severity = Severity.WARNING
+    severity = Severity.ERROR
     artifacts = frozenset({"llava-lora", "llava-original", "model"})
 
     def run(self, sec_pickle_scans: dict[str, Any]) -> Iterator:
@@ -52,13 +56,11 @@ class LlavaPlainTorchLoad(Check):
         if safe or why == "torch is not installed":
             raise Skip("torch >= 2.6 is installed (or no torch): weights_only=True is the default")
         for path, result in sec_pickle_scans.items():
-            if Path(path).name not in LLAVA_PLAIN_LOAD:
-                continue
-            clean = result.ok
+            if Path(path).name not in LLAVA_PLAIN_LOAD or result.ok:
+                continue  # a clean file on old torch is ENV003's finding
             yield self.finding(
-                f"{Path(path).name} is loaded by LLaVA's builder with torch.load(..., map_location='cpu') and no "
-                f"weights_only: {why}" + ("" if clean else "; this file FAILED the pickle scan"),
-                path=path, severity=Severity.WARNING if clean else Severity.ERROR)
+                f"{Path(path).name} FAILED the pickle scan and LLaVA's builder loads it with "
+                f"torch.load(..., map_location='cpu') and no weights_only: {why}", path=path)
 
 
 @register
@@ -85,7 +87,7 @@ class PickleWeights(Check):
     code = "SEC009"
     name = "pickle-weights"
     severity = Severity.INFO
-    artifacts = frozenset(ARTIFACTS - {"run"})
+    artifacts = frozenset(ARTIFACTS - {"run", "pickle"})  # training state is not weights
 
     def run(self, sec_pickle_scans: dict[str, Any], artifact: Artifact) -> Iterator:
         files = [p for p, r in sec_pickle_scans.items()
@@ -102,6 +104,8 @@ class PickleWeights(Check):
 
 def convertible(path: str, artifact: Artifact) -> bool:
     name = Path(path).name
+    if is_training_state(path):
+        return False  # optimizer / scheduler / RNG states and DeepSpeed files are not a state dict of weights
     if "weights" in artifact.kinds and Path(artifact.path).is_file():
         return True
     if Path(path).parent != Path(artifact.path):

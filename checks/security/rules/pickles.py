@@ -7,41 +7,45 @@ from pathlib import Path
 from typing import Any
 
 from doctor.artifacts import Artifact
+from doctor.files import LLAVA_PLAIN_LOAD, PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, WEIGHT_SUFFIXES
 from doctor.findings import Severity
 from doctor.registry import Check, fixture, register
 
-ARTIFACTS = frozenset({"model", "adapter", "llava-lora", "llava-original", "xtuner", "weights", "run"})
-SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".safetensors")
-# files the LLaVA codebase loads with a plain torch.load (llava/model/builder.py)
-LLAVA_PLAIN_LOAD = frozenset({"non_lora_trainables.bin", "mm_projector.bin"})
+ARTIFACTS = frozenset({"model", "adapter", "llava-lora", "llava-original", "xtuner", "weights", "pickle", "run"})
+SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
+# how deep a folder artifact is walked: run/checkpoint-N/global_stepN/*.pt, XTuner
+# work_dirs/<config>/iter_N.pth/global_stepN/*.pt
+WALK_DEPTH = 5
 _SEVERITY = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
 
 
 @fixture
-def sec_files(artifact: Artifact, path: str) -> list[str]:
-    """The weight-like files of an artifact: the file itself, or a bounded walk of the folder
-    (run folders and XTuner releases keep pickles in sub-folders)."""
+def sec_files(artifact: Artifact, path: str, artifacts: list[Artifact]) -> list[str]:
+    """Every pickle-bearing or safetensors file of an artifact, whatever the layout: the file
+    itself, or a bounded walk of the folder (optimizer and scheduler states, ``rng_state*.pth``,
+    DeepSpeed ``global_stepN/``, mmengine ``iter_N.pth/`` folders, sub-folders of a run), leaving
+    out sub-folders that are artifacts of their own in this run (they are scanned there)."""
     root = Path(path)
     if root.is_file():
         return [str(root)]
-    depth = 3 if artifact.kinds & {"run", "xtuner"} else 1
+    others = {Path(a.path) for a in artifacts if a.path != path}
     found: list[str] = []
-    _walk(root, depth, found)
+    _walk(root, WALK_DEPTH, found, others)
     return sorted(found)
 
 
-def _walk(folder: Path, depth: int, found: list[str]) -> None:
+def _walk(folder: Path, depth: int, found: list[str], others: set[Path]) -> None:
     try:
         children = sorted(folder.iterdir())
     except OSError:
         return
     for child in children:
-        if child.name.startswith("."):
+        if child.name.startswith(".") or child in others:
             continue
         if child.name.lower().endswith(SUFFIXES) and (child.is_file() or child.is_symlink() and not child.exists()):
             found.append(str(child))  # a dangling link (a Hub cache blob gone missing) is reported as unreadable
         elif depth > 1 and child.is_dir() and not child.is_symlink():
-            _walk(child, depth - 1, found)
+            _walk(child, depth - 1, found, others)
 
 
 def _looks_pickled(path: str) -> bool:
@@ -67,16 +71,24 @@ def sec_pickle_scans(sec_files: list[str], progress: Any) -> dict[str, Any]:
     return results
 
 
+def ckp_owns_lfs_pointer(path: str, artifact: Artifact) -> bool:
+    """A Git-LFS pointer among a model folder's own weight files is CKP203's (one finding for the
+    folder: the clone skipped LFS); everywhere else SEC103 (.safetensors) / SEC005 (pickles) own it."""
+    return ("model" in artifact.kinds and Path(path).parent == Path(artifact.path)
+            and Path(path).name.lower().endswith(WEIGHT_SUFFIXES))
+
+
 class _ScanIssueCheck(Check):
     """Base: report the scan issues of the kinds in ``kinds``, one finding each."""
 
     kinds: tuple[str, ...] = ()
     artifacts = ARTIFACTS
 
-    def run(self, sec_pickle_scans: dict[str, Any]) -> Iterator:
+    def run(self, sec_pickle_scans: dict[str, Any], artifact: Artifact) -> Iterator:
         for path, result in sec_pickle_scans.items():
+            ckp_owned = result.format == "lfs-pointer" and ckp_owns_lfs_pointer(path, artifact)
             for issue in result.issues:
-                if issue.kind in self.kinds:
+                if issue.kind in self.kinds and not (ckp_owned and issue.kind == "wrong-format"):
                     where = f" [{issue.where}]" if issue.where else ""
                     yield self.finding(f"{Path(path).name}: {issue.message}{where}", path=path,
                                        severity=_SEVERITY[issue.severity], hint=self.hint_for(path, issue))
@@ -212,7 +224,8 @@ class NotWhatItsNameSays(_ScanIssueCheck):
     code if someone "fixes" the error by calling `torch.load` on it.
 
     ## Example
-    `pytorch_model.bin: named .bin but it is an HTML/XML page (a failed download ...)`.
+    `pytorch_model.bin: named .bin but it is an HTML/XML page (a failed download ...)`. A Git-LFS
+    pointer directly inside a model folder is reported once for the folder by CKP203 instead.
 
     ## How to fix
     Download the real file (`git lfs pull` for pointers), or rename a safetensors file to

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doctor.checks.security.rules.pickles import ARTIFACTS, _looks_pickled
+from doctor.checks.security.rules.pickles import ARTIFACTS, _looks_pickled, ckp_owns_lfs_pointer
 
+from doctor.artifacts import Artifact
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register
 
@@ -28,7 +29,8 @@ RULES: tuple[tuple[str, str, str, str, str, str, str, str, Severity], ...] = (
      "safetensors raises `HeaderTooSmall`; the file is empty or cut off.", "A 0-byte `adapter_model.safetensors`.",
      _FIX_REDOWNLOAD, Severity.ERROR),
     ("SEC103", "lfs-pointer", "safetensors-lfs-pointer", "A .safetensors file is a Git-LFS pointer, not the weights.",
-     "the file must not be a Git-LFS pointer text file.",
+     "the file must not be a Git-LFS pointer text file. In a model folder the pointers among its own "
+     "files are CKP203's (one finding for the folder); SEC103 reports them everywhere else.",
      "A clone without `git lfs` leaves 130-byte pointer files; loaders fail with `HeaderTooLarge` or "
      "`Error while deserializing header`.", "`version https://git-lfs.github.com/spec/v1` in model.safetensors.",
      "Run `git lfs install && git lfs pull`, or download with `huggingface-cli download`.", Severity.ERROR),
@@ -103,16 +105,33 @@ def sec_safetensors_headers(sec_files: list[str]) -> dict[str, Any]:
     return {p: read_header(p) for p in sec_files if p.lower().endswith(".safetensors") and not _looks_pickled(p)}
 
 
+SHOWN_TENSORS = 3  # tensors named in a finding that stands for many
+
+
 class _SafetensorsRule(Check):
+    """Base: one finding per rule and file (one cause, once), with the count and the first few
+    tensors when the rule is broken by many (a truncated file puts every later tensor outside it)."""
+
     rule: str = ""
     artifacts = ARTIFACTS
 
-    def run(self, sec_safetensors_headers: dict[str, Any]) -> Iterator:
+    def run(self, sec_safetensors_headers: dict[str, Any], artifact: Artifact) -> Iterator:
         for path, header in sec_safetensors_headers.items():
-            for problem in header.problems:
-                if problem.rule == self.rule or (not self.rule and problem.rule not in KNOWN_RULES):
-                    yield self.finding(f"{Path(path).name}: {problem.message}", path=path,
-                                       location=Location(tensor=problem.tensor) if problem.tensor else None)
+            hits = [p for p in header.problems
+                    if p.rule == self.rule or (not self.rule and p.rule not in KNOWN_RULES)]
+            if self.rule == "lfs-pointer" and ckp_owns_lfs_pointer(path, artifact):
+                continue
+            for rule in dict.fromkeys(p.rule for p in hits):
+                same = [p for p in hits if p.rule == rule]
+                first = same[0]
+                message = f"{Path(path).name}: {first.message}"
+                if len(same) > 1:
+                    tensors = [p.tensor for p in same if p.tensor]
+                    shown = ", ".join(repr(t) for t in tensors[:SHOWN_TENSORS])
+                    more = f", ... ({len(tensors) - SHOWN_TENSORS} more)" if len(tensors) > SHOWN_TENSORS else ""
+                    message += f"; {len(same)} tensors in all break this rule" + (f": {shown}{more}" if shown else "")
+                yield self.finding(message, path=path,
+                                   location=Location(tensor=first.tensor) if first.tensor else None)
 
 
 def _doc(title: str, what: str, why: str, example: str, fix: str) -> str:

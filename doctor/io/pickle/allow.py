@@ -11,9 +11,23 @@ each allowed only in its own file and only in the way those files use it ("call"
 - ``training_args.bin``: transformers' ``TrainingArguments`` and the enums / accelerate state it
   holds, plus the argument classes of LLaVA and TRL built the same way;
 - ``rng_state*.pth`` (and accelerate's ``random_states_N.pkl``): numpy's ``RandomState`` array
-  (what transformers' ``safe_globals()`` allow-lists when resuming);
-- DeepSpeed ZeRO files in ``global_step*/``: its loss scaler, ZeRO stage enum and fragment
-  addresses (the names its users allow-list for ``weights_only``).
+  (what transformers' ``trainer_pt_utils.safe_globals()`` allow-lists when ``_load_rng_state``
+  resumes: ``np.core.multiarray._reconstruct``, ``np.ndarray``, ``np.dtype``);
+- DeepSpeed ZeRO files (``*_model_states.pt`` / ``*_optim_states.pt``, in ``global_stepN/`` or an
+  mmengine ``iter_N.pth/`` folder): what ``DeepSpeedEngine._save_checkpoint`` /
+  ``_save_zero_checkpoint`` and the ZeRO optimizers' ``state_dict()`` pickle beside tensors and
+  plain values: the loss scaler object (``LossScaler`` / ``DynamicLossScaler``, built by NEWOBJ +
+  BUILD), the ``ZeroStageEnum`` member, and the ``fragment_address`` dataclasses of
+  ``param_slice_mappings``;
+- mmengine / XTuner checkpoints (``iter_N.pth`` / ``epoch_N.pth`` files, and the DeepSpeed files
+  inside an ``iter_N.pth/`` folder, whose ``client_state`` carries the same entries): the
+  ``message_hub`` state holds ``HistoryBuffer`` objects of numpy arrays, and runtime info may hold
+  numpy scalars (``Runner.save_checkpoint`` / ``FlexibleRunner.save_checkpoint``,
+  ``MessageHub.state_dict``); ``meta``, ``param_schedulers`` and optimizer states are plain.
+
+The Trainer's ``optimizer.pt``, ``scheduler.pt`` and ``scaler.pt`` (torch optimizer, LR scheduler
+and GradScaler ``state_dict()``s) need nothing beyond torch's own list, so they get no extras.
+A file may have several roles (``deepspeed+mmengine``); each role's extras apply.
 
 Anything else is refused and named; names that are known code-execution primitives get a
 sharper message.
@@ -23,6 +37,8 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePath
+
+from doctor.files import DEEPSPEED_STATE_RE, RNG_STATE_RE, TRAINING_ARGS, in_mmengine_save
 
 _TORCH_TYPES = (
     "BFloat16 Bool Byte Char Double Float Half Int Long Short".split()
@@ -83,6 +99,12 @@ _TRAINER_CLASSES = (
     "trl.trainer.grpo_config.GRPOConfig"
 ).split()
 _NUMPY = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct")
+_NUMPY_SCALAR = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
+_NUMPY_ARRAYS: dict[str, frozenset[str]] = {
+    **{name: frozenset({"call", "build"}) for name in _NUMPY},
+    "numpy.ndarray": frozenset(),
+    "numpy.dtype": frozenset({"call", "build"}),
+}
 
 EXTRAS: dict[str, dict[str, frozenset[str]]] = {
     "training-args": {
@@ -90,9 +112,7 @@ EXTRAS: dict[str, dict[str, frozenset[str]]] = {
         **{name: frozenset({"new", "build"}) for name in _TRAINER_CLASSES},
     },
     "rng-state": {
-        **{name: frozenset({"call", "build"}) for name in _NUMPY},
-        "numpy.ndarray": frozenset(),
-        "numpy.dtype": frozenset({"call", "build"}),
+        **_NUMPY_ARRAYS,
         "numpy.dtypes.UInt32DType": frozenset(),
     },
     "deepspeed": {
@@ -100,6 +120,11 @@ EXTRAS: dict[str, dict[str, frozenset[str]]] = {
         "deepspeed.runtime.fp16.loss_scaler.LossScaler": frozenset({"new", "build"}),
         "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler": frozenset({"new", "build"}),
         "deepspeed.utils.tensor_fragment.fragment_address": frozenset({"call", "new", "build"}),
+    },
+    "mmengine": {
+        **_NUMPY_ARRAYS,
+        **{name: frozenset({"call"}) for name in _NUMPY_SCALAR},
+        "mmengine.logging.history_buffer.HistoryBuffer": frozenset({"new", "build"}),
     },
 }
 
@@ -117,21 +142,24 @@ _DANGEROUS_NAMES = frozenset({
     "builtins.vars", "builtins.apply", "numpy.load", "torch.load", "torch.save",
 })
 
-_ROLE_PATTERNS = (
-    ("training-args", re.compile(r"^training_args\.bin$")),
-    ("rng-state", re.compile(r"^(rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$")),  # Trainer / accelerate
-    ("deepspeed", re.compile(r"(_optim_states|_model_states)\.pt$")),
-)
 _UNVETTED_CLASS = re.compile(r"^[A-Z]\w*(Arguments|Config)$")
 
 
 def role_of(path: str) -> str | None:
-    """Which vetted extras a file may use, from its name (the role of a Trainer pickle)."""
-    name = PurePath(path).name
-    for role, pattern in _ROLE_PATTERNS:
-        if pattern.search(name):
-            return role
-    return None
+    """Which vetted extras a file may use, from its name and folder (``doctor.files`` patterns):
+    ``training-args``, ``rng-state``, ``deepspeed``, ``mmengine`` or ``deepspeed+mmengine``."""
+    p = PurePath(path)
+    name = p.name
+    if name == TRAINING_ARGS:
+        return "training-args"
+    if RNG_STATE_RE.match(name):
+        return "rng-state"
+    roles = []
+    if DEEPSPEED_STATE_RE.search(name):
+        roles.append("deepspeed")
+    if in_mmengine_save(p):
+        roles.append("mmengine")
+    return "+".join(roles) or None
 
 
 def is_dangerous(full: str) -> bool:
@@ -147,9 +175,12 @@ def verdict(full: str, uses: set[str], role: str | None) -> str | None:
     instantiated, never called, in ``training_args.bin``)."""
     if full in TORCH_ALLOWED:
         return None
-    extras = EXTRAS.get(role or "", {})
-    if full in extras:
-        return None if uses <= extras[full] else "misused"
+    allowed: frozenset[str] | None = None
+    for one in (role or "").split("+"):
+        if full in EXTRAS.get(one, {}):
+            allowed = EXTRAS[one][full] | (allowed or frozenset())
+    if allowed is not None:
+        return None if uses <= allowed else "misused"
     if role == "training-args" and not is_dangerous(full) and uses <= {"new", "build"}:
         if _UNVETTED_CLASS.match(full.rpartition(".")[2]):
             return "unvetted"
