@@ -179,8 +179,11 @@ def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterat
     art = classify(path, explicit)
     if art is not None:
         yield art
-        return
-    if path.is_file():
+        if art.meta.get("config_parsed") is not False:
+            return
+        # a model candidate only by the name of a config.json that does not parse: it may be some
+        # other tool's folder, so what lies inside is still looked at
+    if art is None and path.is_file():
         if explicit:
             walk.what = sniff(path)[1]
         else:

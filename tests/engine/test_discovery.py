@@ -95,3 +95,33 @@ def test_junk_configs_never_crash_discovery(tmp_path, config):
     write(tmp_path / "m" / "model.safetensors", raw=b"")
     (art,) = discover([str(tmp_path / "m")])
     assert "model" in art.kinds
+
+
+def test_bare_deepspeed_and_xtuner_folders_yield_their_pickles(tmp_path):
+    ds = tmp_path / "global_step10"
+    write(ds / "mp_rank_00_model_states.pt", raw=b"\x80\x02}q\x00.")
+    write(ds / "zero_pp_rank_0_mp_rank_00_optim_states.pt", raw=b"\x80\x02}q\x00.")
+    assert {a.path: a.kind for a in discover([str(ds)])} == {
+        str(ds / "mp_rank_00_model_states.pt"): "pickle", str(ds / "zero_pp_rank_0_mp_rank_00_optim_states.pt"): "pickle"}
+    cfg = tmp_path / "work_dirs" / "cfg"
+    write(cfg / "iter_500.pth" / "mp_rank_00_model_states.pt", raw=b"\x80\x02}q\x00.")
+    write(cfg / "iter_250.pth", raw=b"\x80\x02}q\x00.")  # the same run saved without DeepSpeed
+    write(cfg / "last_checkpoint", raw=b"work_dirs/cfg/iter_500.pth")
+    found = {str(a.path)[len(str(tmp_path)) + 1:]: a.kind for a in discover([str(tmp_path / "work_dirs")])}
+    assert found == {"work_dirs/cfg/iter_500.pth/mp_rank_00_model_states.pt": "pickle",
+                     "work_dirs/cfg/iter_250.pth": "pickle"}
+
+
+def test_layout_facts_have_one_home():
+    import doctor.artifacts as artifacts
+    import doctor.files as files
+
+    assert artifacts.ORIGINAL_LLAVA_TYPES is files.ORIGINAL_LLAVA_TYPES
+    assert artifacts.WEIGHT_SUFFIXES is files.WEIGHT_SUFFIXES and artifacts.CONFIG_NAMES is files.CONFIG_NAMES
+    assert files.checkpoint_step("checkpoint-120") == 120 and files.checkpoint_step("checkpoint-x") is None
+    assert "adapter_model.pt" in files.ADAPTER_WEIGHTS
+    assert all(files.is_training_state(n) for n in (
+        "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state_3.pth", "training_args.bin", "random_states_0.pkl",
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "mp_rank_00_model_states.pt", "iter_500.pth",
+        "work_dirs/cfg/iter_500.pth/x.pt"))
+    assert not any(files.is_training_state(n) for n in ("pytorch_model.bin", "adapter_model.bin", "mm_projector.bin"))

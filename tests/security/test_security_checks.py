@@ -278,3 +278,68 @@ def test_fix_is_not_offered_for_a_file_that_failed_the_scan(tmp_path: Path) -> N
     assert "SEC009" not in codes(report) and not report.fixes
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "pytorch_model.safetensors").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---- one finding per cause -------------------------------------------------------------------
+def _model_folder(root: Path, weights: bytes, name: str = "model.safetensors") -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (root / name).write_bytes(weights)
+    return root
+
+
+def test_a_truncated_file_is_one_finding_with_the_count(tmp_path: Path) -> None:
+    header = {f"model.layers.{i}.w": _f32(4, i * 16, i * 16 + 16) for i in range(20)}
+    folder = _model_folder(tmp_path / "m", _st(header, bytes(100)))  # room for 6 of the 20 tensors
+    findings = [f for f in sec(folder).findings if f.code == "SEC117"]
+    assert len(findings) == 1
+    assert "14 tensors in all" in findings[0].message and "'model.layers.7.w'" in findings[0].message
+    assert findings[0].location is not None and findings[0].location.tensor == "model.layers.6.w"
+    clean = _model_folder(tmp_path / "clean", _st(header, bytes(320)))
+    assert codes(sec(clean)) == []
+
+
+LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 1000\n"
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin"])
+def test_lfs_pointer_in_a_model_folder_is_ckp203_alone(tmp_path: Path, name: str) -> None:
+    folder = _model_folder(tmp_path / "m", LFS, name)
+    found = codes(doctor.check(str(folder), select=["SEC", "CKP203"]))
+    assert found == ["CKP203"]
+
+
+def test_lfs_pointer_outside_a_model_folder_is_sec103(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                             "target_modules": ["q_proj"]}))
+    (adapter / "adapter_model.safetensors").write_bytes(LFS)
+    assert codes(doctor.check(str(adapter), select=["SEC", "CKP203"])) == ["SEC103"]
+    (adapter / "adapter_model.safetensors").write_bytes(_st({"w": _f32(4)}, bytes(16)))
+    assert codes(doctor.check(str(adapter), select=["SEC", "CKP203"])) == []
+
+
+def test_old_torch_with_a_clean_llava_pickle_is_env003_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    root = tmp_path / "llava-v1.5-7b-lora"
+    root.mkdir()
+    (root / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                          "target_modules": ["q_proj"]}))
+    (root / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_projector_type": "mlp2x_gelu"}))
+    torch.save({"model.mm_projector.0.weight": torch.zeros(4, 8)}, root / "non_lora_trainables.bin")
+    import dataclasses
+
+    from doctor.envprobe import probe
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "2.1.2" if d == "torch" else real(d))
+    env = probe()
+    monkeypatch.setattr("doctor.checks.environment.probe",
+                        lambda: dataclasses.replace(env, versions={**env.versions, "torch": "2.1.2"}))
+    found = {f.code for f in doctor.check(str(root), select=["SEC008", "ENV003"]).findings}
+    assert found == {"ENV003"}
+    (root / "non_lora_trainables.bin").write_bytes(exec_reduce(root / "PWNED", 2))  # twin: a file that fails
+    found = {f.code for f in doctor.check(str(root), select=["SEC008", "ENV003"]).findings}
+    assert found == {"ENV003", "SEC008"}
