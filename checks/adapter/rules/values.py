@@ -14,9 +14,9 @@ from doctor.checks.adapter.common import ADAPTER, weights_file
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
+from doctor.io.scan_budget import FULL_SCAN_BYTES  # NaN / zero scans read everything up to this; --deep lifts it
 from doctor.registry import Check, fixture, register
 
-FULL_SCAN_BYTES = 512 << 20   # NaN / zero scans read everything up to this; --deep lifts it
 TINY_RATIO = 1e-4
 DELTA_SAMPLE = 4
 
