@@ -155,7 +155,9 @@ class TargetModulesStale(Check):
 
     ## Why is this bad?
     peft raises only when nothing matches. Fully-qualified names written against another module
-    tree silently leave those modules without LoRA: their saved tensors are dropped.
+    tree silently leave those modules without LoRA. A warning: when saved tensors exist for those
+    modules and are dropped on load, ADP016 reports that as an error; when none were saved, the
+    adapter loads as it was trained.
 
     ## Example
     `["language_model.model.layers.0.self_attn.q_proj", "v_proj"]` on transformers 5: only `v_proj` is adapted.
