@@ -60,7 +60,8 @@ class LoraBAllZero(Check):
     Checks whether every element of each `lora_B` is zero (peft initialises `lora_B` to zeros).
 
     ## Why is this bad?
-    `B @ A` is then 0: the merged model behaves exactly like the base ("LoRA had no effect").
+    `B @ A` is then 0: peft loads it without a word and the merged model behaves exactly like the base
+    ("LoRA had no effect"), a silently unchanged model.
     Usual causes: the optimizer never saw the LoRA parameters, a save before the first step, or
     a ZeRO-3 save of uninitialised shards.
 
@@ -99,7 +100,8 @@ class LoraDeltaTiny(Check):
 
     ## Why is this bad?
     A ratio below 1e-4 changes the outputs less than bf16 rounding does: the adapter has no
-    visible effect (too low a learning rate, `lora_alpha` far below `r`, too few steps).
+    visible effect (too low a learning rate, `lora_alpha` far below `r`, too few steps). A warning:
+    peft loads and applies it correctly, and a small update can be intended.
 
     ## Example
     r 64, alpha 16, lr 2e-6: `||dW|| / ||W||` about 1e-6.

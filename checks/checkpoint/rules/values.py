@@ -234,8 +234,9 @@ class ValuesNotScanned(Check):
     the time it takes.
 
     ## Why is this bad?
-    Nothing should pass silently: without this note, "no CKP301" on a large checkpoint would read
-    as "no NaN", when the values were never read. Info only: nothing is known to be wrong.
+    `from_pretrained` loads NaN / Inf / zero weights without a word, so only a scan can tell; without
+    this note, "no CKP301" on a large checkpoint would read as "no NaN" when the values were never
+    read. Info only: nothing is known to be wrong.
 
     ## Example
     `values not scanned: 14.0 GB (14,000,000,000 bytes), about 14 s with --deep`

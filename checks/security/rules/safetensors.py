@@ -80,7 +80,7 @@ RULES: tuple[tuple[str, str, str, str, str, str, str, str, Severity], ...] = (
      "safetensors refuses the file; overlapping ranges make two tensors alias the same bytes.",
      "`a: [0, 16]`, `b: [8, 24]`.", "Re-save the state dict with `safetensors.torch.save_file`.", Severity.ERROR),
     ("SEC117", "offsets-outside-file", "data-offsets-outside-file", "A tensor's data lies past the end of the file.",
-     "every tensor ends inside the file.", "The file is truncated; reading that tensor fails.",
+     "every tensor ends inside the file.", "safetensors refuses the file when it opens it: the file is truncated.",
      "A 1 GB tensor in a 600 MB file.", _FIX_REDOWNLOAD, Severity.ERROR),
     ("SEC118", "size-mismatch", "tensor-size-mismatch", "A tensor's byte range does not match its dtype and shape.",
      "end - begin = number of elements x dtype size (`TensorInvalidInfo`).", "safetensors refuses the file.",
