@@ -228,5 +228,4 @@ def test_command_line_ignore_keeps_the_exit_code_of_what_it_does_not_hide(shared
     rc_ignored, codes_ignored = run("--ignore", "CKP406")
     assert "CKP406" in codes_all and "CKP407" not in codes_all
     assert codes_ignored == codes_all - {"CKP406"}
-    # CKP406 is a warning and the folder is otherwise clean: nothing left to fail on either way
-    assert codes_ignored == set() and rc_ignored == 0
+    assert rc_ignored == rc_all == 0  # only warnings (CKP406, and CKP404 for the chat template) either way
