@@ -72,8 +72,10 @@ class XtunerPartsMissing(Check):
     `llm_adapter/` or `llm/` (absent only when the LLM was frozen, as in the pretrain stage).
 
     ## Why is this bad?
-    Without `projector/` the image features never reach the LLM; the release cannot be used or
-    consolidated.
+    Without `projector/` the image features never reach the LLM: xtuner's loading of the release
+    (`AutoModel.from_pretrained(projector_path, trust_remote_code=True)`) fails, and the release cannot
+    be used or consolidated. A release with a projector but no LLM part is a pretrain-stage release:
+    info.
 
     ## Example
     A release uploaded with only `llm_adapter/` and `visual_encoder_adapter/`.

@@ -127,7 +127,10 @@ class Check:
     severity: ClassVar[Severity] = Severity.ERROR
     #: artifact kinds this check applies to (see ``doctor.artifacts``)
     artifacts: ClassVar[frozenset[str] | set[str]] = frozenset()
-    #: codes of checks that must pass first; if one fails or is skipped, this one is skipped
+    #: codes of checks that must pass first; if one fails or is skipped, this one is skipped.
+    #: A prerequisite the rule selection leaves out still runs, hidden (``doctor.runner.plan``):
+    #: selection only hides findings, it never lets a dependent run on input its prerequisite
+    #: found broken.
     requires: ClassVar[tuple[str, ...]] = ()
     #: import names this check needs beyond the light core, e.g. ("torch", "transformers")
     packages: ClassVar[tuple[str, ...]] = ()

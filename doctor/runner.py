@@ -9,7 +9,7 @@ import importlib.util
 import inspect
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,13 +128,35 @@ def run(
         ctx = Context(artifact, options, artifacts, progress, report)
         for family in families_for(artifact.kinds):
             load_family(family)
-        checks = [c for c in _ordered(REGISTRY.values()) if c.artifacts & artifact.kinds and selection.matches(c.code)]
-        _run_artifact(artifact, checks, ctx, selection, report)
+        applicable = [c for c in REGISTRY.values() if c.artifacts & artifact.kinds]
+        checks, hidden = plan(applicable, selection)
+        _run_artifact(artifact, checks, hidden, ctx, report)
     if options.fix or options.diff:
         from doctor.fixing import apply_fixes
 
         apply_fixes(report, options)
     return report
+
+
+def plan(applicable: Iterable[type[Check]], selection: Selection) -> tuple[list[type[Check]], set[str]]:
+    """The checks to run on one artifact, in dependency order, and the codes among them that run
+    hidden.
+
+    Selection only hides findings; it never changes what a check sees. A check that is not
+    selected but that a selected check requires (directly or through another requirement) still
+    runs, silently: its findings are dropped, but whether it passed decides, exactly as without the
+    selection, whether its dependents run. Without this, ``--ignore CKP406`` would let CKP407 run
+    on a folder with no processor files and report a false error."""
+    by_code = {c.code: c for c in applicable}
+    wanted = {c.code for c in applicable if selection.matches(c.code)}
+    needed = set(wanted)
+    stack = list(wanted)
+    while stack:
+        for req in by_code[stack.pop()].requires:
+            if req in by_code and req not in needed:
+                needed.add(req)
+                stack.append(req)
+    return _ordered(by_code[c] for c in needed), needed - wanted
 
 
 def _ordered(checks: Iterable[type[Check]]) -> list[type[Check]]:
@@ -151,22 +173,30 @@ def _ordered(checks: Iterable[type[Check]]) -> list[type[Check]]:
     return [by_code[c] for c in order]
 
 
-def _run_artifact(artifact: Artifact, checks: list[type[Check]], ctx: Context, selection: Selection, report: Report) -> None:
+def _run_artifact(artifact: Artifact, checks: list[type[Check]], hidden: set[str], ctx: Context,
+                  report: Report) -> None:
     status: dict[str, Status] = {}
     for cls in checks:
         started = time.perf_counter()
-        result_status, reason, findings = _run_one(cls, artifact, ctx, status)
+        result_status, reason, findings = _run_one(cls, artifact, ctx, status, hidden)
         status[cls.code] = result_status
+        if cls.code in hidden:
+            # Deselected prerequisite: its outcome gates its dependents, its findings stay hidden.
+            # A crash is still the engine's own finding (DOC001), never hidden.
+            report.findings.extend(f for f in findings if f.code == "DOC001")
+            continue
         report.results.append(
             CheckResult(cls.code, cls.name, artifact.path, result_status, reason, time.perf_counter() - started)
         )
         report.findings.extend(findings)
 
 
-def _run_one(cls: type[Check], artifact: Artifact, ctx: Context, status: dict[str, Status]) -> tuple[Status, str | None, list[Finding]]:
+def _run_one(cls: type[Check], artifact: Artifact, ctx: Context, status: dict[str, Status],
+             hidden: Collection[str] = ()) -> tuple[Status, str | None, list[Finding]]:
     for req in cls.requires:
         if req in status and status[req] is not Status.PASS:
-            return Status.SKIP, f"requires {req} ({REGISTRY[req].name}), which did not pass", []
+            note = " (its findings are hidden by the rule selection)" if req in hidden else ""
+            return Status.SKIP, f"requires {req} ({REGISTRY[req].name}), which did not pass{note}", []
     for pkg in cls.packages:
         if importlib.util.find_spec(pkg) is None:
             return Status.SKIP, f"needs the Python package {pkg!r}: pip install 'vlm-doctor[ml]'", []

@@ -1,4 +1,7 @@
-"""Rule selection in ruff's style: codes, prefixes (``DAT``, ``DAT1``) or ``ALL``."""
+"""Rule selection in ruff's style: codes, prefixes (``DAT``, ``DAT1``) or ``ALL``.
+
+Selection decides which findings are shown, never what a check sees: the runner still runs, hidden,
+every prerequisite (``requires``) of a selected check (``doctor.runner.plan``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixer for ADP006 / ADP007 / ADP008 / ADP009 / ADP016 / ADP017: write a COPY of the adapter
+"""Fixer for ADP006 / ADP007 / ADP008 / ADP009 / ADP012 / ADP016 / ADP017: write a COPY of the adapter
 folder (``<adapter>.fixed/``, or ``output=PATH`` through the Python API) with a repaired adapter_config.json and,
 where module names must change, renamed tensor keys. The input folder is never modified; weights
 that do not change are copied (never hard-linked: the input must stay out of reach).
@@ -8,7 +8,9 @@ Params it understands (merged over all findings of one adapter):
 - ``drop_keys``: config keys to remove. A key is removed only when it holds LoraConfig's default
   (or only records who wrote the file, like ``peft_version``); anything else is refused with the
   reason, e.g. ``use_dora: true`` (an older peft would load a DoRA adapter as plain LoRA).
-- ``set``: config keys to set (``target_modules`` renamed for the base's layout, ``r``).
+- ``set``: config keys to set (``target_modules`` renamed for the base's layout, ``r``, and
+  ``base_model_name_or_path``: a recorded local path that does not exist, replaced by the ``--base``
+  the checks used, so that ``AutoPeftModel.from_pretrained(adapter)`` finds its base).
 - ``rename_modules``: ``{saved module: new module}``: tensor keys are renamed in the copy.
 """
 

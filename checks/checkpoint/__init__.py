@@ -14,7 +14,7 @@ Codes:
 - CKP2xx shards: index (201), missing shard (202), Git-LFS pointer (203), paths leaving the
   folder (204), unlisted shards (205), index vs headers (206, 209), a tensor in two shards (207),
   ``total_size`` (208).
-- CKP3xx values, with ``--deep``: NaN (301), Inf (302), all-zero tensors (303).
+- CKP3xx values, by default up to doctor.io.scan_budget.FULL_SCAN_BYTES, else with ``--deep``: NaN (301), Inf (302), all-zero tensors (303), not scanned (304).
 - CKP4xx tokenizer and processor: files (401), tokenizer larger than the embedding (402), image
   token (403), chat template (404), special tokens (405), processor files (406), processor fields
   (407).

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, metavar="N", help="token budget per record (default: the model's or tokenizer's model_max_length, else 2048)")
     g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
     g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
-    g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero); reads every byte")
+    g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero) even above the default budget of about one second of scanning")
     g.add_argument("--sanity", action="store_true", help="after the static checks, load each model and run the inference sanity pass")
     g.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="device for --sanity (default: auto)")
     g.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"), help="dtype for --sanity (default: auto)")

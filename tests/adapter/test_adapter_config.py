@@ -138,6 +138,31 @@ def test_hyperparameters_out_of_range(world, tmp_path):
         PeftModel.from_pretrained(model, str(bad))
 
 
+@pytest.mark.parametrize(("changes", "severity", "loads"), [
+    ({"lora_alpha": -8}, "warning", True),   # loads; the sign is right only if trained so
+    ({"lora_dropout": 1.0}, "warning", True),  # dropout is off at inference
+    ({"lora_alpha": 0}, "error", True),       # loads, and the adapter silently changes nothing
+    ({"bias": "sometimes"}, "error", False),  # NotImplementedError in peft
+])
+def test_hyperparameter_severity_follows_what_peft_does(world, tmp_path, changes, severity, loads):
+    import transformers
+    from peft import PeftModel
+
+    base, adapter, _ = world
+    bad = copy_with(adapter, tmp_path / "a", **changes)
+    [f] = [f for f in findings(bad).findings if f.code == "ADP003"]
+    assert f.severity.value == severity and f.location.key == next(iter(changes))
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base.path)
+    if loads:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            PeftModel.from_pretrained(model, str(bad))
+    else:
+        with pytest.raises(NotImplementedError):
+            PeftModel.from_pretrained(model, str(bad))
+    assert not [f for f in findings(adapter).findings if f.code == "ADP003"]  # the clean twin
+
+
 def test_weak_scale_warns_and_normal_scale_does_not(world, tmp_path):
     _, adapter, _ = world
     weak = copy_with(adapter, tmp_path / "weak", r=4, lora_alpha=1)

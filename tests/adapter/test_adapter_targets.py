@@ -200,6 +200,43 @@ def test_base_resolution_folder_cache_and_missing(world, tmp_path, monkeypatch):
     assert any(r.code == "ADP008" and r.status.value == "pass" for r in report.results)
 
 
+@pytest.fixture(scope="module")
+def text_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adp_text")
+    base = make_text_model(root / "vicuna-tiny")
+    return base, make_lora_adapter(base, root / "adapter")
+
+
+@pytest.mark.parametrize("recorded", ["/nonexistent/ckpt/vicuna-tiny", "../gone/vicuna-tiny", "~/no-such-dir/vicuna-tiny"])
+def test_recorded_local_base_missing_is_reported_even_with_base(text_world, tmp_path, recorded):
+    base, lang = text_world
+    adapter = rewrite(lang, tmp_path / "adapter", base_model_name_or_path=recorded)
+    # the real failure: AutoPeftModel on the adapter alone loads the recorded base
+    with pytest.raises((OSError, ValueError)):
+        peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+    [f] = only(check(adapter, base), "ADP012")
+    assert f.severity.value == "warning" and recorded in f.message and "AutoPeftModel" in f.message
+    assert f.location.key == "base_model_name_or_path"
+    assert f.fix is not None and f.fix.applicability.value == "safe"
+    report = check(adapter, base, fix=True)
+    fixed = tmp_path / "adapter.fixed"
+    assert [o.written for o in report.fixes] == [[str(fixed)]]
+    cfg = json.loads((fixed / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(Path(base.path).resolve())
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == recorded  # input untouched
+    assert not only(check(fixed, base), "ADP012")  # the twin: the recorded base now exists
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert peft.AutoPeftModelForCausalLM.from_pretrained(str(fixed)) is not None
+
+
+def test_existing_or_hub_base_with_base_is_clean(text_world, tmp_path):
+    base, lang = text_world
+    assert not only(check(lang, base), "ADP012")  # recorded: the base folder itself
+    hub = rewrite(lang, tmp_path / "hub", base_model_name_or_path="acme/vicuna-tiny")
+    assert not only(check(hub, base), "ADP012")  # a hub id is not a local path: --base stands in for it
+
+
 def test_text_base_with_original_llava_adapter(tmp_path):
     # finetune_lora.sh: LoRA trained on vicuna (a plain causal LM): model.layers... both sides
     vicuna = make_text_model(tmp_path / "vicuna")

@@ -178,3 +178,26 @@ def test_bin_adapter_read_through_the_safe_reader(world, tmp_path):
     assert report.ok and not only(report, "ADP014")
     assert any(r.code == "ADP019" and r.status.value == "pass" for r in report.results)
     assert not torch.allclose(outputs(base, adapter), base_logits)
+
+
+def test_above_the_budget_values_are_sampled_and_said_so(world, tmp_path, monkeypatch):
+    from doctor.checks.adapter.rules import values
+
+    base, good, _ = world
+    assert not only(check(good, base), "ADP022")  # the twin: under the budget, every value is read
+
+    def poison_a(state):  # an Inf in a lora_A the sample skips (index 1 of the float tensors)
+        out = dict(state)
+        key = sorted(k for k in out if "lora_A" in k)[-1]
+        out[key] = out[key].clone()
+        out[key][0, 0] = float("inf")
+        return out
+
+    bad = edit(good, tmp_path / "inf", poison_a)
+    assert only(check(bad, base), "ADP019")
+    monkeypatch.setattr(values, "FULL_SCAN_BYTES", 1)
+    report = check(bad, base)
+    [note] = only(report, "ADP022")
+    assert note.severity.value == "info" and "--deep reads" in note.message and "bytes" in note.message
+    deep = check(bad, base, deep=True)
+    assert only(deep, "ADP019") and not only(deep, "ADP022")

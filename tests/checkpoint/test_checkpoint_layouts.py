@@ -73,7 +73,8 @@ def _extra_tokens(model: Path) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_clean_model_passes_every_check_in_every_layout(variants: dict[tuple[str, str], Path], family: str,
                                                         layout: str) -> None:
-    report = run_ckp(variants[(family, layout)], deep=family != "mllama")  # factory mllama gates are zero
+    # a freshly initialized mllama's tanh gates are zero (CKP303, rightly); small weights are value-scanned by default
+    report = run_ckp(variants[(family, layout)], deep=True, ignore=["CKP303"] if family == "mllama" else [])
     assert not report.findings, [(f.code, f.message) for f in report.findings]
 
 

@@ -86,7 +86,10 @@ def test_no_tokenizer_files(clean: dict[str, Any], tmp_path: Path, family: str) 
         (model / name).unlink()
     with pytest.raises((ValueError, KeyError, OSError)):
         AutoTokenizer.from_pretrained(model)  # the real failure
-    assert_fails(run_ckp(model), "CKP401", "no tokenizer files", "KeyError")
+    [f] = assert_fails(run_ckp(model), "CKP401", "no tokenizer files", "KeyError", "load the tokenizer from the base")
+    # ... but the model itself loads, and the tokenizer of the base works with it: a warning
+    assert f.severity.value == "warning"
+    AutoTokenizer.from_pretrained(clean[family].path)
     assert all(r.status.value == "skip" for r in run_ckp(model).results if r.code in ("CKP402", "CKP403"))
     # --tokenizer stands in for the other checks; the folder itself still cannot load a tokenizer
     report = run_ckp(model, tokenizer=str(clean[family].path))
@@ -98,18 +101,31 @@ def test_no_tokenizer_files(clean: dict[str, Any], tmp_path: Path, family: str) 
 def test_tokenizer_config_without_vocabulary_and_bad_json(clean: dict[str, Any], tmp_path: Path) -> None:
     model = clone(clean["llava"].path, tmp_path / "m")
     (model / "tokenizer.json").unlink()
-    assert_fails(run_ckp(model), "CKP401", "no vocabulary")
+    [f] = assert_fails(run_ckp(model), "CKP401", "no vocabulary")
+    assert f.severity.value == "error"  # present but broken: every tokenizer load of the folder fails
     model2 = clone(clean["llava"].path, tmp_path / "m2")
     (model2 / "tokenizer_config.json").write_text('{"bos_token": "<s>",\n "eos_token": }')
     [f] = assert_fails(run_ckp(model2), "CKP401", "not valid JSON")
     assert f.location is not None and f.location.line == 2
+    assert f.severity.value == "error"
+
+
+def test_model_without_tokenizer_loads(clean: dict[str, Any], tmp_path: Path) -> None:
+    """Why a folder with no tokenizer files at all is only a warning: from_pretrained never reads them."""
+    from transformers import AutoModelForImageTextToText
+
+    model = clone(clean["llava"].path, tmp_path / "m")
+    for name in TOKENIZER_FILES:
+        (model / name).unlink(missing_ok=True)
+    assert AutoModelForImageTextToText.from_pretrained(model) is not None
 
 
 def test_original_llava_without_tokenizer_names_its_keyerror(tmp_path: Path) -> None:
     info = make_llava_original_model(tmp_path, model_type="llava_mistral")
     for name in TOKENIZER_FILES:
         (info.path / name).unlink(missing_ok=True)
-    assert_fails(run_ckp(info.path), "CKP401", "KeyError: 'LlavaMistralConfig'")
+    [f] = assert_fails(run_ckp(info.path), "CKP401", "KeyError: 'LlavaMistralConfig'", "load_pretrained_model")
+    assert f.severity.value == "error"  # LLaVA's builder reads the tokenizer from the model folder
 
 
 def _add_tokens(model: Path, tokens: dict[str, int]) -> None:

@@ -160,11 +160,44 @@ def test_clean_models_pass_deep(clean: dict[str, Any], family: str) -> None:
         assert_passes(report, code)
 
 
-def test_without_deep_the_values_are_not_read(clean: dict[str, Any]) -> None:
-    report = run_ckp(clean["llava"].path)
+def test_small_weights_are_scanned_by_default(clean: dict[str, Any], tmp_path: Path) -> None:
+    twin = run_ckp(clean["llava"].path)  # no --deep: a tiny model is under the budget
+    for code in (*VALUE_CODES, "CKP304"):
+        assert_passes(twin, code)
+    model = clone(clean["llava"].path, tmp_path / "m")
+    nan_name = _plant(model, "multi_modal_projector", float("nan"))
+    assert_fails(run_ckp(model), "CKP301", nan_name)
+    assert_passes(run_ckp(model), "CKP304")
+
+
+def test_above_the_budget_an_info_says_what_deep_would_cost(clean: dict[str, Any], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from doctor.checks.checkpoint.rules import values
+
+    model = clone(clean["llava"].path, tmp_path / "m")
+    nan_name = _plant(model, "multi_modal_projector", float("nan"))
+    size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
+    monkeypatch.setattr(values, "FULL_SCAN_BYTES", size - 1)
+    report = run_ckp(model)
     for r in report.results:
         if r.code in VALUE_CODES:
             assert r.status.value == "skip" and "--deep" in (r.reason or "")
+    [note] = assert_fails(report, "CKP304", f"{size:,} bytes", "with --deep")
+    assert note.severity.value == "info" and note.path == str(model)
+    deep = run_ckp(model, deep=True)  # --deep lifts the budget
+    assert_fails(deep, "CKP301", nan_name)
+    assert_passes(deep, "CKP304")
+    monkeypatch.setattr(values, "FULL_SCAN_BYTES", size)  # at the budget exactly: scanned
+    assert_fails(run_ckp(model), "CKP301", nan_name)
+
+
+def test_one_budget_for_checkpoints_and_adapters() -> None:
+    from doctor.checks.adapter.rules import values as adapter_values
+    from doctor.checks.checkpoint.rules import values as ckp_values
+    from doctor.io import scan_budget
+
+    assert ckp_values.FULL_SCAN_BYTES == adapter_values.FULL_SCAN_BYTES == scan_budget.FULL_SCAN_BYTES
+    assert "14.0 GB" in scan_budget.describe_cost(14 * 10**9) and "about 14 s" in scan_budget.describe_cost(14 * 10**9)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

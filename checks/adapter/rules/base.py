@@ -5,6 +5,7 @@ is read from tensor headers only (``checks._adapter_io.load_base``)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from doctor.checks.adapter.fixtures import AdapterTensors, Versions
@@ -30,21 +31,29 @@ def adapter_key_plan(adapter_tensors: AdapterTensors, adapter_base: BaseModel, a
 
 @register
 class BaseModelUnresolved(Check):
-    """The adapter's base model cannot be found locally.
+    """The adapter's base model cannot be found locally, or is recorded as a local path that does not exist.
 
     ## What it does
     Looks for `base_model_name_or_path` as a folder, then in the local Hugging Face cache
-    (`HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`), unless `--base` is given.
+    (`HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`). With `--base`, the checks use
+    that folder, and this check still reports a recorded base that is a local path (absolute, or
+    starting with `./`, `../`, `~`) which does not exist, offering to record the `--base` used.
 
     ## Why is this bad?
-    Offline, `PeftModel.from_pretrained` cannot load the base; and the checks that compare the
-    adapter with its base (target modules, shapes, hidden size) cannot run.
+    `AutoPeftModel.from_pretrained(adapter)` (and `PeftModel` users who pass the recorded name on)
+    loads `base_model_name_or_path` as it is: a local path that does not exist on this machine
+    raises `OSError` / `HFValidationError`, and offline a hub id that is not cached cannot load.
+    A warning, not an error: `PeftModel.from_pretrained(base_model, adapter)` with the base loaded
+    by hand works, and that is how most people load it. Without a base, the checks that compare the
+    adapter with it (target modules, shapes, hidden size) cannot run.
 
     ## Example
     `"base_model_name_or_path": "/data/ckpt/vicuna-7b-v1.5"` on a machine without that folder.
 
     ## How to fix
-    Pass the base folder with `--base PATH` (for LLaVA: what `--model-base` must be).
+    Pass the base folder with `--base PATH` (for LLaVA: what `--model-base` must be); with `--base`,
+    `--fix` writes a copy of the adapter whose config records that folder (or write the base's hub id
+    there by hand).
     """
 
     code = "ADP012"
@@ -54,18 +63,37 @@ class BaseModelUnresolved(Check):
     requires = ("ADP001",)
 
     def run(self, adapter_config: dict[str, Any], options: Any, path: str):
-        if getattr(options, "base", None):
-            return
         name = adapter_config.get("base_model_name_or_path")
+        base = getattr(options, "base", None)
+        loc = Location(key="base_model_name_or_path")
+        if base:
+            if _missing_local_path(name, path):
+                target = str(Path(base).expanduser().resolve())
+                yield self.finding(
+                    f"base_model_name_or_path {name!r} is a local path that does not exist here: "
+                    f"AutoPeftModel.from_pretrained on the adapter alone fails (the checks used --base {base})",
+                    path=_cfg(path), location=loc,
+                    hint=f"Record the base that works here: base_model_name_or_path = {target!r} (the fix does), "
+                         "or its hub id.",
+                    fix=Fix(f"record base_model_name_or_path = {target!r} (the --base used)", Applicability.SAFE,
+                            fixer="adapter_config", params={"set": {"base_model_name_or_path": target}}))
+            return
         if not name:
             yield self.finding("base_model_name_or_path is empty: nothing records which base this adapter needs",
-                               path=_cfg(path), location=Location(key="base_model_name_or_path"),
+                               path=_cfg(path), location=loc,
                                hint="Record the base's hub id or path in base_model_name_or_path, and pass --base.")
         elif resolve_base(name, relative_to=path) is None:
             yield self.finding(f"base model {name!r} is neither a local folder nor in the Hugging Face cache; "
-                               "the checks against the base were skipped", path=_cfg(path),
-                               location=Location(key="base_model_name_or_path"),
+                               "the checks against the base were skipped", path=_cfg(path), location=loc,
                                hint=f"Pass --base /path/to/{str(name).rstrip('/').rsplit('/', 1)[-1]}.")
+
+
+def _missing_local_path(name: Any, adapter: str) -> bool:
+    """A recorded base written as a local path (not a hub id) that resolves to no model folder."""
+    if not isinstance(name, str) or not name.strip():
+        return False
+    local = Path(name).is_absolute() or name.startswith(("./", "../", "~", ".\\", "..\\")) or "\\" in name
+    return local and resolve_base(name, relative_to=adapter) is None
 
 
 @register
@@ -127,7 +155,9 @@ class TargetModulesStale(Check):
 
     ## Why is this bad?
     peft raises only when nothing matches. Fully-qualified names written against another module
-    tree silently leave those modules without LoRA: their saved tensors are dropped.
+    tree silently leave those modules without LoRA. A warning: when saved tensors exist for those
+    modules and are dropped on load, ADP016 reports that as an error; when none were saved, the
+    adapter loads as it was trained.
 
     ## Example
     `["language_model.model.layers.0.self_attn.q_proj", "v_proj"]` on transformers 5: only `v_proj` is adapted.

@@ -114,7 +114,11 @@ class LoraHyperparameterInvalid(Check):
 
     ## Why is this bad?
     peft builds `lora_A` with `r` rows: `r` 0 raises `ValueError: r should be a positive
-    integer`; a negative `lora_alpha` flips the update's sign; dropout 1 zeroes it.
+    integer`; an unknown `bias` raises `NotImplementedError`; a dropout outside [0, 1] raises in
+    `torch.nn.Dropout`; `lora_alpha` 0 loads and scales every update to nothing (a silently unchanged
+    model). Errors. A negative `lora_alpha` and dropout 1 load: the first flips the update's sign
+    (right only if the adapter was trained with it), the second zeroes LoRA's input in training
+    only; warnings.
 
     ## Example
     `{"r": 0, "lora_alpha": 16}` or `{"lora_dropout": 5}` (meant 0.05).
@@ -132,12 +136,23 @@ class LoraHyperparameterInvalid(Check):
         r, alpha, dropout = lora_config.get("r"), lora_config.get("lora_alpha"), lora_config.get("lora_dropout", 0.0)
         if not _is_int(r) or r < 1:
             yield self.finding(f"r is {r!r}; it must be an integer >= 1", path=_cfg(path), location=Location(key="r"))
-        if not _is_num(alpha) or alpha <= 0:
-            yield self.finding(f"lora_alpha is {alpha!r}; it must be a positive number", path=_cfg(path),
+        if not _is_num(alpha) or alpha == 0:
+            effect = "the update is scaled by 0: the adapter changes nothing" if alpha == 0 else \
+                "peft cannot compute the scale lora_alpha / r"
+            yield self.finding(f"lora_alpha is {alpha!r}; it must be a positive number ({effect})", path=_cfg(path),
                                location=Location(key="lora_alpha"))
-        if dropout is not None and (not _is_num(dropout) or not 0 <= dropout < 1):
-            yield self.finding(f"lora_dropout is {dropout!r}; it must be in [0, 1)", path=_cfg(path),
-                               location=Location(key="lora_dropout"), hint="Use a fraction such as 0.05.")
+        elif alpha < 0:
+            yield self.finding(f"lora_alpha is {alpha!r}: peft loads it and flips the sign of every update; right only "
+                               "if the adapter was trained with it", path=_cfg(path),
+                               location=Location(key="lora_alpha"), severity=Severity.WARNING)
+        if dropout is not None and (not _is_num(dropout) or not 0 <= dropout <= 1):
+            yield self.finding(f"lora_dropout is {dropout!r}; it must be in [0, 1) (torch.nn.Dropout raises)",
+                               path=_cfg(path), location=Location(key="lora_dropout"), hint="Use a fraction such as 0.05.")
+        elif dropout == 1:
+            yield self.finding("lora_dropout is 1: the adapter loads (dropout is off at inference), but training with "
+                               "it zeroes every LoRA input and learns nothing", path=_cfg(path),
+                               location=Location(key="lora_dropout"), severity=Severity.WARNING,
+                               hint="Use a fraction such as 0.05.")
         bias = lora_config.get("bias", "none")
         if bias not in ("none", "all", "lora_only"):
             yield self.finding(f"bias is {bias!r}; peft accepts none, all or lora_only", path=_cfg(path),

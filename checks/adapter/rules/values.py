@@ -14,9 +14,9 @@ from doctor.checks.adapter.common import ADAPTER, weights_file
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
+from doctor.io.scan_budget import FULL_SCAN_BYTES, describe_cost  # NaN / zero scans read everything up to this
 from doctor.registry import Check, fixture, register
 
-FULL_SCAN_BYTES = 512 << 20   # NaN / zero scans read everything up to this; --deep lifts it
 TINY_RATIO = 1e-4
 DELTA_SAMPLE = 4
 
@@ -60,7 +60,8 @@ class LoraBAllZero(Check):
     Checks whether every element of each `lora_B` is zero (peft initialises `lora_B` to zeros).
 
     ## Why is this bad?
-    `B @ A` is then 0: the merged model behaves exactly like the base ("LoRA had no effect").
+    `B @ A` is then 0: peft loads it without a word and the merged model behaves exactly like the base
+    ("LoRA had no effect"), a silently unchanged model.
     Usual causes: the optimizer never saw the LoRA parameters, a save before the first step, or
     a ZeRO-3 save of uninitialised shards.
 
@@ -99,7 +100,8 @@ class LoraDeltaTiny(Check):
 
     ## Why is this bad?
     A ratio below 1e-4 changes the outputs less than bf16 rounding does: the adapter has no
-    visible effect (too low a learning rate, `lora_alpha` far below `r`, too few steps).
+    visible effect (too low a learning rate, `lora_alpha` far below `r`, too few steps). A warning:
+    peft loads and applies it correctly, and a small update can be intended.
 
     ## Example
     r 64, alpha 16, lr 2e-6: `||dW|| / ||W||` about 1e-6.
@@ -140,8 +142,45 @@ class LoraDeltaTiny(Check):
                                path=weights_file(path, adapter_weights), location=Location(tensor=name))
 
 
+@register
+class LoraValuesSampled(Check):
+    """Adapter values were scanned by a sample: the adapter is above the default scan budget.
 
-# the scan shared by ADP019 / ADP020
+    ## What it does
+    When the adapter's float tensors add up to more than `FULL_SCAN_BYTES` (the bytes this machine
+    scans in about a second, measured by `benchmarks/values_bench.py`; the same budget as the
+    checkpoint scan, CKP304), ADP019 / ADP020 read every `lora_B` but only one tensor in eight of the
+    rest unless `--deep` is given; this check says so, with what `--deep` would read.
+
+    ## Why is this bad?
+    peft loads NaN values without a word, so only a scan can tell; without this note, "no ADP019"
+    would read as "no NaN anywhere" when most `lora_A` tensors were never read. Info only: nothing is
+    known to be wrong.
+
+    ## Example
+    `values sampled: 2 of 16 lora_A tensors read; --deep reads 1.2 GB (1,200,000,000 bytes), about a second`
+
+    ## How to fix
+    Run `vlm-doctor check --deep ADAPTER` to scan every value.
+    """
+
+    code = "ADP022"
+    name = "lora-values-sampled"
+    severity = Severity.INFO
+    artifacts = ADAPTER
+    requires = ("ADP014",)
+
+    def run(self, adapter_weights: Weights, adapter_scan: dict[str, tuple[int, bool]], path: str):
+        tensors = [t for t in adapter_weights.tensors.values() if t.dtype in FLOAT_DTYPES]
+        unread = [t for t in tensors if t.name not in adapter_scan]
+        if unread:
+            total = sum(max(t.nbytes, 0) for t in tensors)
+            yield self.finding(f"tensor values sampled: {len(unread)} of {len(tensors)} float tensors not read "
+                               f"(every lora_B was); --deep reads {describe_cost(total)}",
+                               path=weights_file(path, adapter_weights), location=Location(tensor=unread[0].name))
+
+
+# the scan shared by ADP019 / ADP020 / ADP022
 
 
 @fixture

@@ -52,7 +52,9 @@ class GenerationConfigRefusedOnSave(Check):
     generation config instance is invalid"; 5.x: "GenerationConfig is invalid", for a config built or
     changed in code). A LoRA merge script
     then dies after writing config.json, leaving a folder with no weights. The flags also do nothing:
-    decoding is greedy.
+    decoding is greedy. An error although loading only warns: the failure is in the save that every
+    merge script and every Trainer checkpoint makes, on transformers 4.37 - 4.x (LLaVA pins 4.37.2);
+    5.x saves a config it loaded unchanged with a warning.
 
     ## Example
     liuhaotian's LLaVA-1.5 releases: `{"temperature": 0.9, "top_p": 0.6, "max_length": 4096}` with no

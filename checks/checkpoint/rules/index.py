@@ -65,7 +65,8 @@ class TensorInTwoShards(Check):
 
     ## Why is this bad?
     transformers merges the shards into one dictionary: the copy read last wins, silently. Often two
-    saves were mixed in one folder.
+    saves were mixed in one folder. A warning: the model loads, and the two copies are usually the same
+    tensor saved twice (values are not compared here); the index-vs-header disagreements are CKP206.
 
     ## Example
     `lm_head.weight` in both `model-00001-of-00002.safetensors` and `model-00002-of-00002.safetensors`.

@@ -142,7 +142,9 @@ class TensorsUnexpected(Check):
 
     ## Why is this bad?
     `from_pretrained` silently ignores them (`unexpected_keys`): whatever they held is lost. Usually the
-    checkpoint belongs to another class or layout, or was saved with extra modules.
+    checkpoint belongs to another class or layout, or was saved with extra modules. A warning: the model
+    the loader builds is complete; when the extras are its own tensors under other names, the missing
+    ones are CKP104's error.
 
     ## Example
     `model.mm_projector.0.weight` (original LLaVA name) in a LlavaForConditionalGeneration folder.

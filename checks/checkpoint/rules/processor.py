@@ -33,8 +33,11 @@ class ProcessorFilesMissing(Check):
     section (what transformers 5 writes) or `preprocessor_config.json` (4.x).
 
     ## Why is this bad?
-    `AutoProcessor.from_pretrained(folder)` fails, so inference code written for the published model
-    breaks on the fine-tuned one; merge and convert scripts often forget these files.
+    `AutoProcessor.from_pretrained(folder)` fails (`OSError: Can't load image processor`), so inference
+    code written for the published model breaks on the fine-tuned one; merge and convert scripts often
+    forget these files. A warning, like a folder with no tokenizer (CKP401): the model itself loads
+    (`from_pretrained` never reads these files) and the base's processor works with it; processor files
+    that are present but disagree with the model are CKP407's error.
 
     ## Example
     A merged llava folder with config.json, model.safetensors and the tokenizer, nothing else.

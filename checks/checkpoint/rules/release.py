@@ -23,7 +23,8 @@ class ArchitectureUnknown(Check):
     ## Why is this bad?
     Pipelines and tools that instantiate `architectures[0]` fail with `AttributeError: module
     transformers has no attribute ...`; it also often means the folder was written by another
-    codebase or by a newer transformers.
+    codebase or by a newer transformers. A warning: the Auto classes pick the class from `model_type`
+    (CKP002's error when that is unknown), so `from_pretrained` itself loads the folder.
 
     ## Example
     `{"model_type": "llava", "architectures": ["LlavaForConditionalGenerationX"]}`

@@ -58,7 +58,7 @@ def _tok_file(facts: TokenizerFacts, name: str = "tokenizer_config.json") -> str
 
 @register
 class TokenizerFilesMissing(Check):
-    """The model folder has no usable tokenizer files.
+    """The model folder has no tokenizer files, or tokenizer files that do not load.
 
     ## What it does
     Looks for `tokenizer_config.json` and a vocabulary file (`tokenizer.json`, `tokenizer.model`,
@@ -66,11 +66,16 @@ class TokenizerFilesMissing(Check):
     without a text side (a config with no `vocab_size`, such as a CLIP vision tower) need none.
 
     ## Why is this bad?
-    `AutoTokenizer.from_pretrained(model_path)` (which LLaVA's builder calls) then falls back to the
-    model's config class: transformers 4.x raises `KeyError: 'LlavaConfig'` (or
-    `'LlavaMistralConfig'`), 5.x `ValueError: Couldn't instantiate the backend tokenizer`. Typical
-    causes: an unfinished merge, a LoRA folder passed as the base, `--model-path` and `--model-base`
-    swapped.
+    `AutoTokenizer.from_pretrained(model_path)` on such a folder falls back to the model's config
+    class: transformers 4.x raises `KeyError: 'LlavaConfig'`, 5.x `ValueError: Couldn't instantiate
+    the backend tokenizer`. The model itself loads (`from_pretrained` never reads tokenizer files),
+    so a folder with NO tokenizer files at all is a warning: people load the tokenizer from the base.
+    It is an error when the folder is an original-LLaVA model (`model_type` `llava_llama`,
+    `llava_mistral`, ...), because LLaVA's `load_pretrained_model` without `--model-base` calls
+    `AutoTokenizer.from_pretrained(model_path)` itself and fails, and when tokenizer files are
+    present but broken (a `tokenizer_config.json` that is not JSON, one with no vocabulary file
+    beside it): then every tokenizer load of this folder fails. Typical causes: an unfinished merge,
+    a LoRA folder passed as the base, `--model-path` and `--model-base` swapped.
 
     ## Example
     `merged/` with config.json and model.safetensors only.
@@ -83,6 +88,7 @@ class TokenizerFilesMissing(Check):
 
     code = "CKP401"
     name = "tokenizer-files-missing"
+    severity = Severity.WARNING  # no tokenizer at all; broken files and original LLaVA are errors
     artifacts = frozenset({"model"})
 
     def run(self, ckp_own_tokenizer: TokenizerFacts, ckp_config: dict[str, Any], options: Any):
@@ -94,18 +100,27 @@ class TokenizerFilesMissing(Check):
             info = installed_transformers()
             v4 = info is not None and version_tuple(info.version)[:1] < (5,)
             error = "KeyError on the config class" if v4 else "ValueError: Couldn't instantiate the backend tokenizer"
-            what = "no tokenizer files at all" if not t.config_file.exists else \
+            nothing = not t.config_file.exists
+            what = "no tokenizer files at all" if nothing else \
                 "tokenizer_config.json but no vocabulary (tokenizer.json / tokenizer.model)"
             other = getattr(options, "tokenizer", None)
             also = f" (the other checks use --tokenizer {other})" if other else ""
+            original = _is_original_llava(ckp_config)
+            if nothing and not original:
+                severity, where = Severity.WARNING, "the model loads; load the tokenizer from the base"
+            elif original:
+                severity, where = Severity.ERROR, "LLaVA's load_pretrained_model reads the tokenizer from this folder"
+            else:
+                severity, where = Severity.ERROR, "the tokenizer files here are incomplete"
             yield self.finding(f"{what}: AutoTokenizer on this folder fails ({error}; transformers 4.x: "
-                               f"KeyError: '{_config_class(cls)}'){also}", path=str(t.folder))
+                               f"KeyError: '{_config_class(cls)}'); {where}{also}", path=str(t.folder),
+                               severity=severity)
         if t.config_file.exists and not t.config_file.ok:
             loc = Location(line=t.config_file.line, column=t.config_file.column) if t.config_file.line else None
             yield self.finding(f"tokenizer_config.json is not valid JSON: {t.config_file.error}",
-                               path=_tok_file(t), location=loc)
+                               path=_tok_file(t), location=loc, severity=Severity.ERROR)
         for problem in t.problems:
-            yield self.finding(problem, path=str(t.folder))
+            yield self.finding(problem, path=str(t.folder), severity=Severity.ERROR)
 
 
 def _has_text_side(config: dict[str, Any]) -> bool:
@@ -113,6 +128,13 @@ def _has_text_side(config: dict[str, Any]) -> bool:
     if "vocab_size" in config:
         return True
     return any(isinstance(sub, dict) and "vocab_size" in sub for sub in config.values())
+
+
+def _is_original_llava(config: dict[str, Any]) -> bool:
+    """A checkpoint of the LLaVA codebase (loaded by its builder, not by transformers' Auto classes)."""
+    from doctor.checks.checkpoint.rules.config import ORIGINAL_CONFIG_CLASSES, ORIGINAL_CONFIG_KEYS
+
+    return config.get("model_type") in ORIGINAL_CONFIG_CLASSES or any(k in config for k in ORIGINAL_CONFIG_KEYS)
 
 
 def _config_class(model_type: str) -> str:

@@ -1,9 +1,11 @@
-"""CKP301-CKP303: tensor values, read only with ``--deep`` (every byte of every weight file).
+"""CKP301-CKP304: tensor values (NaN, Inf, all-zero), scanned by default when cheap.
 
-safetensors files are streamed by ``doctor.io.deep_scan`` (no torch, one small buffer). A .bin
-file is a pickle: it is read only through the SEC family's ``pickle_scan.safe_load``, which scans
-the opcodes first and refuses anything that could run code; its tensors are then scanned one at a
-time through integer views of their bytes.
+Weights up to ``doctor.io.scan_budget.FULL_SCAN_BYTES`` (about one second of scanning here, see
+``benchmarks/values_bench.py``) are scanned on every run; larger weights need ``--deep``, and CKP304
+says so with the cost. safetensors files are streamed by ``doctor.io.deep_scan`` (no torch, one
+small buffer). A .bin file is a pickle: it is read only through the SEC family's
+``pickle_scan.safe_load``, which scans the opcodes first and refuses anything that could run code;
+its tensors are then scanned one at a time through integer views of their bytes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
+from doctor.io.scan_budget import FULL_SCAN_BYTES, describe_cost
 from doctor.registry import Check, fixture, register
 
 from doctor.checks.checkpoint.fixtures import normalize_dtype, read_model_weights
 
 if TYPE_CHECKING:
-    from doctor.io.deep_scan import ValueStats  # numpy: imported only when --deep runs
+    from doctor.io.deep_scan import ValueStats  # numpy: imported only when a scan runs
 
 MAX_FINDINGS = 10
 # Parameters that are zero by design at initialization and legitimately stay zero.
@@ -33,21 +36,46 @@ class ValueScan:
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was not scanned
 
 
+@dataclass(frozen=True)
+class ValuePlan:
+    """Which weight files the value scan reads, their size, and whether this run scans them."""
+
+    files: tuple[str, ...]
+    nbytes: int
+    deep: bool
+
+    @property
+    def scanned(self) -> bool:
+        return bool(self.files) and (self.deep or self.nbytes <= FULL_SCAN_BYTES)
+
+
 @fixture
-def ckp_values(artifact: Any, path: str, options: Any, progress: Any) -> ValueScan:
-    if not getattr(options, "deep", False):
-        raise Skip("reads every weight byte: run with --deep")
+def ckp_value_plan(artifact: Any, path: str, options: Any) -> ValuePlan:
     if "model" in artifact.kinds:
         weights = read_model_weights(Path(path))
         files = [f for f in weights.files if f not in weights.unreadable]
     else:
         files = [path]
-    if not files:
+    nbytes = 0
+    for f in files:
+        try:
+            nbytes += Path(f).stat().st_size
+        except OSError:
+            pass
+    return ValuePlan(tuple(files), nbytes, bool(getattr(options, "deep", False)))
+
+
+@fixture
+def ckp_values(ckp_value_plan: ValuePlan, progress: Any) -> ValueScan:
+    plan = ckp_value_plan
+    if not plan.files:
         raise Skip("no readable weight files")
+    if not plan.scanned:
+        raise Skip(f"weights are {describe_cost(plan.nbytes)} to scan: above the default budget, "
+                   "run with --deep (see CKP304)")
     scan = ValueScan()
-    total = sum(Path(f).stat().st_size for f in files)
-    with progress("Scanning tensor values", total) as advance:
-        for f in files:
+    with progress("Scanning tensor values", plan.nbytes) as advance:
+        for f in plan.files:
             _scan_one(f, scan, advance)
     return scan
 
@@ -103,15 +131,17 @@ def _report(check: Check, hits: list[ValueStats], describe: Callable[[ValueStats
 
 @register
 class NanValues(Check):
-    """A tensor contains NaN values (`--deep`).
+    """A tensor contains NaN values.
 
     ## What it does
     Streams every tensor's bytes and counts NaN encodings through integer views (fp32, fp16, bf16,
-    fp8 e4m3 / e5m2, fp64).
+    fp8 e4m3 / e5m2, fp64). Runs by default when the weights are small enough to scan in about a
+    second (`doctor.io.scan_budget.FULL_SCAN_BYTES`), otherwise with `--deep` (CKP304 says which).
 
     ## Why is this bad?
-    One NaN weight turns every activation it touches into NaN: the loss is `nan` and generation
-    emits garbage or a single repeated token. Typical causes: fp16 overflow during training, a
+    `from_pretrained` loads NaN weights without a word, and one NaN weight turns every activation it
+    touches into NaN: the loss is `nan` and generation emits garbage or a single repeated token. A
+    silently wrong model: error. Typical causes: fp16 overflow during training, a
     merge of a diverged adapter.
 
     ## Example
@@ -133,13 +163,14 @@ class NanValues(Check):
 
 @register
 class InfValues(Check):
-    """A tensor contains +Inf or -Inf values (`--deep`).
+    """A tensor contains +Inf or -Inf values.
 
     ## What it does
     Streams every tensor's bytes and counts infinities through integer views.
 
     ## Why is this bad?
-    Inf weights produce Inf/NaN activations. Often a bfloat16 or float32 checkpoint converted to
+    `from_pretrained` loads them without a word, and Inf weights produce Inf/NaN activations: a
+    silently wrong model (error). Often a bfloat16 or float32 checkpoint converted to
     float16: values beyond 65504 overflow to Inf.
 
     ## Example
@@ -161,7 +192,7 @@ class InfValues(Check):
 
 @register
 class AllZeroTensor(Check):
-    """A weight tensor is entirely zero (`--deep`).
+    """A weight tensor is entirely zero.
 
     ## What it does
     Reports tensors whose every value is +0 or -0 (biases excluded: they are often zero).
@@ -169,7 +200,9 @@ class AllZeroTensor(Check):
     ## Why is this bad?
     A zero weight matrix blocks its path: a zero projector gives image-blind answers, a zero
     mllama cross-attention gate cuts images off, a zero `lm_head` makes every logit equal. It comes
-    from ZeRO-3 partitions saved without gathering, or from an export that wrote placeholders.
+    from ZeRO-3 partitions saved without gathering, or from an export that wrote placeholders. A
+    warning, not an error: some parameters are zero by design (a freshly initialized gate, an
+    unused padding row), and the loader itself is fine with them.
 
     ## Example
     `multi_modal_projector.linear_2.weight`: all 16,777,216 values are zero.
@@ -188,3 +221,37 @@ class AllZeroTensor(Check):
         hits = [s for s in ckp_values.stats
                 if s.scanned and s.numel > 0 and s.all_zero and not s.name.endswith(ZERO_OK_SUFFIXES)]
         yield from _report(self, hits, lambda s: f"{s.name} ({s.dtype}, {s.numel:,} values) is all zero")
+
+
+@register
+class ValuesNotScanned(Check):
+    """Tensor values were not scanned: the weights are above the default budget.
+
+    ## What it does
+    When the weight files add up to more than `FULL_SCAN_BYTES` (the bytes this machine scans in
+    about a second, measured by `benchmarks/values_bench.py`), CKP301-303 are skipped unless
+    `--deep` is given; this check says so, with the bytes `--deep` would read and an estimate of
+    the time it takes.
+
+    ## Why is this bad?
+    `from_pretrained` loads NaN / Inf / zero weights without a word, so only a scan can tell; without
+    this note, "no CKP301" on a large checkpoint would read as "no NaN" when the values were never
+    read. Info only: nothing is known to be wrong.
+
+    ## Example
+    `values not scanned: 14.0 GB (14,000,000,000 bytes), about 14 s with --deep`
+
+    ## How to fix
+    Run `vlm-doctor check --deep PATH` (for example once in CI after training) to scan every value.
+    """
+
+    code = "CKP304"
+    name = "values-not-scanned"
+    severity = Severity.INFO
+    artifacts = frozenset({"model", "weights"})
+
+    def run(self, ckp_value_plan: ValuePlan, path: str):
+        plan = ckp_value_plan
+        if plan.files and not plan.scanned:
+            yield self.finding(f"tensor values (NaN / Inf / all-zero) not scanned: {len(plan.files)} weight "
+                               f"file(s), {describe_cost(plan.nbytes)} with --deep", path=path)

@@ -195,7 +195,8 @@ class ExtrasFromAnotherRun(Check):
 
     ## Why is this bad?
     A projector or config copied from another run loads without an error and gives abnormal
-    answers; a different hidden size fails with a size mismatch.
+    answers; a different hidden size fails with a size mismatch (reported as an error). Files written
+    hours apart are a warning: a hint that they come from different runs, not proof.
 
     ## Example
     non_lora_trainables.bin from last week's run next to today's adapter_model.safetensors.

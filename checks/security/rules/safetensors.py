@@ -52,9 +52,11 @@ RULES: tuple[tuple[str, str, str, str, str, str, str, str, Severity], ...] = (
      "the header must be a JSON object mapping tensor names to entries.", "safetensors refuses the file.",
      "A header `[1, 2, 3]`.", _FIX_REDOWNLOAD, Severity.ERROR),
     ("SEC109", "duplicate-name", "duplicate-tensor-name", "A tensor name appears twice in a safetensors header.",
-     "tensor names must be unique.", "The reference reader silently keeps the last entry; when the copies differ, the "
-     "other tensor's bytes are orphaned (also reported as a gap) and tools disagree on which tensor the name means.",
-     "`{\"w\": {...}, \"w\": {...}}`.", "Re-save the state dict with `safetensors.torch.save_file`.", Severity.WARNING),
+     "tensor names must be unique.", "A parser differential: the reference reader (serde, and Python's `json`) "
+     "silently keeps the last entry, first-wins readers keep the other, so two tools load different tensors under "
+     "one name and a scanner can be shown a harmless copy; when the copies differ the loaded model is silently "
+     "not the one another reader sees. An error: no writer produces it.",
+     "`{\"w\": {...}, \"w\": {...}}`.", "Re-save the state dict with `safetensors.torch.save_file`.", Severity.ERROR),
     ("SEC110", "nul-in-name", "nul-in-tensor-name", "A tensor name contains a NUL byte.",
      "tensor names must not contain NUL.", "C-string based readers truncate the name, so two tensors can collide.",
      "`\"model.layers.0\\u0000.weight\"`.", "Re-save the state dict with clean tensor names.", Severity.WARNING),
@@ -80,7 +82,7 @@ RULES: tuple[tuple[str, str, str, str, str, str, str, str, Severity], ...] = (
      "safetensors refuses the file; overlapping ranges make two tensors alias the same bytes.",
      "`a: [0, 16]`, `b: [8, 24]`.", "Re-save the state dict with `safetensors.torch.save_file`.", Severity.ERROR),
     ("SEC117", "offsets-outside-file", "data-offsets-outside-file", "A tensor's data lies past the end of the file.",
-     "every tensor ends inside the file.", "The file is truncated; reading that tensor fails.",
+     "every tensor ends inside the file.", "safetensors refuses the file when it opens it: the file is truncated.",
      "A 1 GB tensor in a 600 MB file.", _FIX_REDOWNLOAD, Severity.ERROR),
     ("SEC118", "size-mismatch", "tensor-size-mismatch", "A tensor's byte range does not match its dtype and shape.",
      "end - begin = number of elements x dtype size (`TensorInvalidInfo`).", "safetensors refuses the file.",
