@@ -104,13 +104,27 @@ def write_bf16(path: Path, tensors: dict[str, np.ndarray]) -> None:
     path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
 
 
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+def write_torch_file(path: Path, payload: bytes = b"\x80\x02}q\x00.") -> None:
+    """A file shaped like ``torch.save``'s output (a zip archive with ``<name>/data.pkl``); the
+    triage only reads its zip directory."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{path.stem}/data.pkl", payload)
+        z.writestr(f"{path.stem}/version", "3\n")
+
+
 def make_run(root: Path, losses: Sequence[float], save_every: int, *, lrs: Sequence[float] | None = None,
              grad_norms: Sequence[float] | None = None, evals: dict[int, float] | None = None,
              max_steps: int | None = None, frozen_after: int | None = None, best: str | None = None,
-             tensors: Any = None) -> Path:
+             tensors: Any = None, training_state: Sequence[str] = TRAINING_STATE) -> Path:
     """A LoRA run (the adapter in LLaVA's recipe, r 128 / alpha 256, on a tiny 2-layer LM):
     checkpoint-N every ``save_every`` steps, each with the adapter as trained to N
-    (identical to the previous save from ``frozen_after`` on) and the state up to N."""
+    (identical to the previous save from ``frozen_after`` on), the state up to N and the
+    ``training_state`` files the Trainer's resume reads (optimizer, scheduler, RNG)."""
     total = len(losses)
     max_steps = max_steps or total
     log = history(losses, lrs, grad_norms, evals)
@@ -120,6 +134,8 @@ def make_run(root: Path, losses: Sequence[float], save_every: int, *, lrs: Seque
         write_adapter(folder, (tensors or lora_tensors)(seed))
         upto = [e for e in log if e["step"] <= step]
         write_state(folder, upto, step, max_steps, best_model_checkpoint=best and str(root / best))
+        for name in training_state:
+            write_torch_file(folder / name)
     return root
 
 

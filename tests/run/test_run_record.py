@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from doctor.runs.triage import analyze_run
 from tests.helpers.run import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
 
 import doctor
@@ -122,8 +123,9 @@ def test_unfinished_run_is_not_judged_on_warmup(tmp_path):
     assert "RUN107" not in finding_codes(report)
     rec = only(report, "RUN301")
     assert rec.message.startswith("keep checkpoint-10 (lowest eval loss")
-    assert "safe to delete: checkpoint-20 (" in rec.message and "checkpoint-30 (" not in rec.message
-    assert "checkpoint-30 is kept to resume training" in rec.message  # the last one holds the optimizer state
+    assert "safe to delete: checkpoint-20 (" in rec.message
+    assert [n for n, _ in analyze_run(tmp_path).recommendation.delete] == ["checkpoint-20"]
+    assert "resume training from checkpoint-30 (the newest save" in rec.message  # it holds the optimizer state
 
 
 def test_grad_norm_inf_at_start_is_a_warning_persistent_nan_an_error(tmp_path):
