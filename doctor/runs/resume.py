@@ -50,6 +50,7 @@ FULL_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 OPTIMIZER_AND_SCHEDULE = "optimizer state and learning-rate schedule"
 RNG = "RNG state"
 SCALER = "fp16 loss scale (scaler.pt)"
+SHORT = {OPTIMIZER_AND_SCHEDULE: "optimizer", RNG: "RNG", SCALER: "scaler"}
 
 
 @dataclass
@@ -72,11 +73,11 @@ class Resume:
         if not self.applicable:
             return "-"
         if self.raises:
-            return "no: resume raises"
+            return "no (raises)"
         if self.dropped and self.dropped.count:
-            return "no: weights dropped"
+            return "no (drops weights)"
         if self.lost:
-            return "restarts " + (self.lost[0][0].split(" (")[0] if len(self.lost) == 1 else "state")
+            return "restarts " + ", ".join(SHORT.get(s, s) for s, _ in self.lost)
         return "yes"
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,14 +37,15 @@ def triage_rows(analysis: Any) -> list[list[Cell]]:
         delta = "-" if d is None else ("0 (unchanged)" if d.unchanged else f"{d.relative:.2e}")
         if d is not None and d.sampled:
             delta += "*"
-        label = "final output" if st.save.is_final else st.save.name
-        marks = [m for m, on in (("keep", st.save.name == r.keep), ("resume", st.save.name == r.resume_from)) if on]
-        name = Cell(f"{label} ({', '.join(marks)})" if marks else label, "good" if marks else None)
-        usable = Cell(st.status if st.complete else f"{st.status}", None if st.complete else "warn")
+        name = Cell("final output" if st.save.is_final else st.save.name)
+        keep = st.save.name == r.keep
+        usable = Cell(st.status + (" (keep)" if keep else ""), "good" if keep else (None if st.complete else "warn"))
         res = resume[st.save.name]
+        here = st.save.name == r.resume_from
         style = None if not res.applicable else ("good" if res.resumable else ("bad" if res.raises or (
             res.dropped and res.dropped.count) else "warn"))
-        rows.append([name, Cell("-" if st.save.step is None else str(st.save.step)), usable, Cell(res.verdict, style),
+        rows.append([name, Cell("-" if st.save.step is None else str(st.save.step)), usable,
+                     Cell(res.verdict + (" (resume)" if here else ""), style),
                      Cell(human_size(st.save.size)), num(analysis.train_loss(st)), num(analysis.eval_loss(st)),
                      Cell(delta)])
     return rows

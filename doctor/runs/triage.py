@@ -162,6 +162,7 @@ class RunAnalysis:
         return recommend(self)
 
     def to_dict(self) -> dict[str, Any]:
+        self.check_weights()
         rows = []
         for st in self.states:
             d = self.deltas.get(st.save.name)
