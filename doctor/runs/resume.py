@@ -113,22 +113,26 @@ def resume_states(a: RunAnalysis) -> dict[str, Resume]:
     checkpoints = [st for st in a.states if not st.save.is_final]
     engine = run_engine([st.save for st in checkpoints])
     save_only_model = bool(a.training_args().get("save_only_model"))
+    newest = max(checkpoints, key=lambda c: c.save.step or 0, default=None)
     out: dict[str, Resume] = {}
-    for i, st in enumerate(a.states):
+    for st in a.states:
         if st.save.is_final and not (_has_optimizer(st.save) or st.save.deepspeed_tags):
             # save_model writes weights only (save_state adds trainer_state.json): resume from checkpoint-N
             out[st.save.name] = Resume(engine, applicable=False)
             continue
         earlier = [c.save for c in checkpoints if c is not st and (c.save.step or 0) < (st.save.step or 0)]
-        out[st.save.name] = judge(st, engine, earlier, save_only_model)
+        out[st.save.name] = judge(st, engine, earlier, save_only_model, parse_state=st is newest)
     return out
 
 
-def judge(st: SaveState, engine: str, earlier: list[Save], save_only_model: bool = False) -> Resume:
-    """The resume of one save, given the run's engine and the saves before it."""
+def judge(st: SaveState, engine: str, earlier: list[Save], save_only_model: bool = False,
+          parse_state: bool = True) -> Resume:
+    """The resume of one save, given the run's engine and the saves before it. ``parse_state``:
+    parse trainer_state.json whole (else only its first and last bytes: a long run's log is
+    megabytes per save, and a cut-short file is what goes wrong)."""
     save = st.save
     r = Resume(engine)
-    _state_file(save, r)
+    _state_file(save, r, parse_state)
     if engine == "deepspeed":
         _deepspeed(save, earlier, r)
     else:
@@ -144,11 +148,25 @@ def judge(st: SaveState, engine: str, earlier: list[Save], save_only_model: bool
     return r
 
 
-def _state_file(save: Save, r: Resume) -> None:
+def _state_file(save: Save, r: Resume, parse: bool) -> None:
+    path = save.path / "trainer_state.json"
     if "trainer_state.json" not in save.names:
         r.raises.append(("trainer_state.json", "absent: train() reads it unconditionally (FileNotFoundError)"))
-    elif not isinstance(read_json(save.path / "trainer_state.json", limit=256 << 20), dict):
+    elif not (isinstance(read_json(path, limit=256 << 20), dict) if parse else _braced(path)):
         r.raises.append(("trainer_state.json", "not a JSON object: TrainerState.load_from_json raises"))
+
+
+def _braced(path: Path) -> bool:
+    """Starts with '{' and ends with '}' (whitespace aside): what a cut-short file is not."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64))
+            tail = f.read().rstrip()
+    except OSError:
+        return False
+    return head[:1] == b"{" and tail[-1:] == b"}"
 
 
 def _weights(st: SaveState, engine: str, r: Resume) -> None:

@@ -32,9 +32,13 @@ def _fallback(a: RunAnalysis, st: SaveState) -> str:
 
 
 def _covered(st: SaveState, file: str) -> bool:
-    """Causes another RUN check already reports (one finding per cause)."""
-    return bool(st.empty_tensors or st.no_tensors or st.unreadable) and file not in (
-        "trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "latest") and not file.startswith("rng_state")
+    """Causes another RUN check already reports, with resume advice (one finding per cause): an
+    empty or incomplete save (RUN201), empty, unreadable or unfolded weights (RUN203/RUN204, SEC)."""
+    if st.kind == "empty" or file in st.missing:
+        return True
+    training_state = file in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "latest") \
+        or file.startswith("rng_state") or "/" in file
+    return not training_state and bool(st.missing or st.empty_tensors or st.no_tensors or st.unreadable)
 
 
 @register
@@ -75,6 +79,10 @@ class ResumeRaises(Check):
             return
         st, r = found
         raises = [(f, why) for f, why in r.raises if not _covered(st, f)]
+        err = run_analysis.record_error  # RUN001 leaves the newest save's broken trainer_state.json to this check
+        if err and err[0] == str(st.save.path / "trainer_state.json"):
+            raises = [(f, f"{err[1]}: TrainerState.load_from_json raises" if f == "trainer_state.json" else why)
+                      for f, why in raises]
         if not raises:
             return
         what = "; ".join(f"{f}: {why}" for f, why in raises)
