@@ -83,6 +83,17 @@ def write_state(folder: Path, step: int, max_steps: int) -> None:
     (folder / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
+def write_training_state(folder: Path) -> None:
+    """optimizer.pt, scheduler.pt, rng_state.pth as torch.save zip archives (small: the resume
+    verdict reads only the zip directory at the end of each file)."""
+    import zipfile
+
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        with zipfile.ZipFile(folder / name, "w") as z:
+            z.writestr(f"{name.split('.')[0]}/data.pkl", b"\x80\x02}q\x00.")
+            z.writestr(f"{name.split('.')[0]}/version", "3\n")
+
+
 def build(root: Path, checkpoints: int) -> int:
     max_steps = checkpoints * STEPS_PER_SAVE
     total = 0
@@ -90,6 +101,7 @@ def build(root: Path, checkpoints: int) -> int:
         step = i * STEPS_PER_SAVE
         total += write_sparse_adapter(root / f"checkpoint-{step}", seed=i)
         write_state(root / f"checkpoint-{step}", step, max_steps)
+        write_training_state(root / f"checkpoint-{step}")
     total += write_sparse_adapter(root, seed=checkpoints)
     write_state(root, max_steps, max_steps)
     (root / "config.json").write_text(json.dumps({"model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"],
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             return run.recommendation
 
         t_core, rec = timed(core)
+        t_resume, verdicts = timed(lambda: analyze_run(root).resume)
 
         def command() -> int:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = [
             ("RUN analysis (layout, record, sampled deltas, recommendation)", t_core),
+            ("analyze_run + resume verdicts of every save (no deltas)", t_resume),
             ("vlm-doctor triage --output-format json (all families)", t_cmd),
             (f"--deep: every LoRA tensor compared (1 pair measured, x{a.checkpoints})", t_deep),
             (f"naive: read every LoRA byte once (1 save measured, x{a.checkpoints + 1})", t_naive),
@@ -156,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, secs in rows:
             print(f"| {name} | {secs:.2f} | {secs / t_cmd:.1f}x |")
         print(f"\nadapter: {lora_bytes / 2**20:.0f} MiB of LoRA tensors per save; triage exit code {code}; "
-              f"keep: {rec.keep_label} ({'; '.join(rec.reasons)}); deep delta of the first pair {d.relative:.3g}")
+              f"keep: {rec.keep_label} ({'; '.join(rec.reasons)}); resume from: {rec.resume_from} "
+              f"({sum(v.resumable for v in verdicts.values())} resumable saves); "
+              f"deep delta of the first pair {d.relative:.3g}")
     finally:
         if not a.keep:
             shutil.rmtree(root.parent, ignore_errors=True)

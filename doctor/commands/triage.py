@@ -127,21 +127,16 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     if rec is not None:
         console.print(f"record: {rec.path}  (step {rec.global_step} of {rec.max_steps or '?'}, "
                       f"{len(rec.loss)} train logs, {len(rec.eval_loss)} evals)", style="dim")
+    from rich.markup import escape
+
+    from doctor.runs.table import COLUMNS, recommendation_lines, triage_rows
+
+    styles = {"good": "green", "bad": "red", "warn": "yellow"}
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for col, justify in (("save", "left"), ("step", "right"), ("status", "left"), ("size", "right"),
-                         ("train loss", "right"), ("eval loss", "right"), ("adapter delta", "right")):
+    for col, justify in COLUMNS:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    keep = analysis.recommendation.keep
-    for st in analysis.states:
-        d = analysis.deltas.get(st.save.name)
-        delta = "-" if d is None else ("0 (unchanged)" if d.unchanged else f"{d.relative:.2e}")
-        if d is not None and d.sampled:
-            delta += "*"
-        status = st.status if st.complete else f"[yellow]{st.status}[/yellow]"
-        label = "final output" if st.save.is_final else st.save.name
-        name = f"[green]{label}[/green] (keep)" if st.save.name == keep else label
-        table.add_row(name, "-" if st.save.step is None else str(st.save.step), status, human_size(st.save.size),
-                      _num(analysis.train_loss(st)), _num(analysis.eval_loss(st)), delta)
+    for row in triage_rows(analysis):
+        table.add_row(*(f"[{styles[c.style]}]{escape(c.text)}[/]" if c.style else escape(c.text) for c in row))
     console.print(table)
     if any((d is not None and d.sampled) for d in analysis.deltas.values()):
         console.print("* relative change of a sample of LoRA modules since the previous save; --deep compares all",
@@ -149,17 +144,8 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     console.print()
     buf.write(render(report, OutputFormat.FULL, RenderContext(version=version, color=color, width=width)))
     console.print()
-    r = analysis.recommendation
-    if r.keep:
-        console.print(f"[bold green]keep[/bold green] {r.keep_label}: {'; '.join(r.reasons)}")
-    else:
-        console.print(f"[bold yellow]nothing to keep[/bold yellow]: {'; '.join(r.reasons)}")
-    for name, size in r.delete:
-        console.print(f"  [dim]safe to delete[/dim] {layout.root / name}  ({human_size(size)})")
-    if r.delete:
-        console.print(f"  {human_size(r.reclaim)} in all")
-    for note in r.notes:
-        console.print(f"  note: {note}")
+    for text, style in recommendation_lines(analysis):
+        console.print(f"[bold {styles[style]}]{escape(text)}[/]" if style else escape(text))
     return buf.getvalue()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from doctor.runs.layout import RunLayout, Save, human_size, read_json, read_layout  # noqa: F401 (re-export)
 from doctor.runs.record import Record, RecordError, first_bad_step, load_record, value_at
+from doctor.runs.resume import Resume, resume_states, weights_dropped
 from doctor.runs.tensors import Delta, delta, lora_only, pickle_tensor_shapes, torch_zip_summary
 
 from doctor.artifacts import checkpoint_step
@@ -36,6 +37,11 @@ class SaveState:
     def complete(self) -> bool:
         return not (self.missing or self.empty_tensors or self.no_tensors or self.unreadable or self.unfolded) \
             and self.kind in ("adapter", "model", "projector")
+
+    @property
+    def usable(self) -> bool:
+        """Usable for inference: the weights and configs load (LLaVA extras copied in from the run)."""
+        return self.complete or self.extras_only
 
     @property
     def status(self) -> str:
@@ -63,15 +69,16 @@ class Recommendation:
     delete: list[tuple[str, int]]  # (save name, bytes)
     notes: list[str] = field(default_factory=list)
     keep_label: str | None = None
+    resume_from: str | None = None  # the save to resume training from (kept too), None when none is intact
 
     @property
     def reclaim(self) -> int:
         return sum(size for _, size in self.delete)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": self.keep, "keep_label": self.keep_label, "reasons": self.reasons,
-                "delete": [{"name": n, "bytes": b} for n, b in self.delete], "reclaim_bytes": self.reclaim,
-                "notes": self.notes}
+        return {"keep": self.keep, "keep_label": self.keep_label, "resume_from": self.resume_from,
+                "reasons": self.reasons, "delete": [{"name": n, "bytes": b} for n, b in self.delete],
+                "reclaim_bytes": self.reclaim, "notes": self.notes}
 
 
 @dataclass
@@ -83,6 +90,33 @@ class RunAnalysis:
     deep: bool = False
     _deltas: dict[str, Delta | None] | None = None
     _args: dict[str, Any] | None = None
+    _resume: dict[str, Resume] | None = None
+    _weights_checked: bool = False
+
+    @property
+    def resume(self) -> dict[str, Resume]:
+        """Each save's resume verdict (files and headers; ``check_weights`` adds the tensor names)."""
+        if self._resume is None:
+            self._resume = resume_states(self)
+        return self._resume
+
+    def check_weights(self) -> dict[str, Resume]:
+        """Add to the resume verdicts of full fine-tune checkpoints the tensors the Trainer's
+        ``load_state_dict(strict=False)`` would drop (builds the model on the meta device: torch)."""
+        resume = self.resume
+        if not self._weights_checked:
+            self._weights_checked = True
+            cache: dict[Any, Any] = {}
+            for st in reversed(self.states):
+                r = resume.get(st.save.name)
+                if r is not None and r.applicable and r.engine == "trainer" and st.kind == "model" \
+                        and not st.unreadable:
+                    r.dropped = weights_dropped(st.save, cache)
+        return resume
+
+    @property
+    def newest_checkpoint(self) -> SaveState | None:
+        return max((st for st in self.states if self.resume[st.save.name].applicable), key=_order, default=None)
 
     def adapter_config(self) -> tuple[dict[str, Any] | None, str | None]:
         """The adapter_config.json of the final output, else of the latest save that has one."""
@@ -128,12 +162,15 @@ class RunAnalysis:
         return recommend(self)
 
     def to_dict(self) -> dict[str, Any]:
+        self.check_weights()
         rows = []
         for st in self.states:
             d = self.deltas.get(st.save.name)
             rows.append({
                 "name": st.save.name, "path": str(st.save.path), "step": st.save.step, "final": st.save.is_final,
                 "kind": st.kind, "status": st.status, "complete": st.complete, "missing": st.missing,
+                "usable": st.usable, "resumable": self.resume[st.save.name].to_dict()["resumable"],
+                "resume": self.resume[st.save.name].to_dict(),
                 "bytes": st.save.size, "eval_loss": _json_num(self.eval_loss(st)),
                 "train_loss": _json_num(self.train_loss(st)),
                 "adapter_delta": None if d is None else {
@@ -241,9 +278,12 @@ def _inspect_weights(st: SaveState, path: Path) -> SafetensorsHeader | None:
 
 
 def recommend(a: RunAnalysis) -> Recommendation:
-    """Keep the save with the lowest eval loss (when evaluated at save steps), else the trainer's
-    best_model_checkpoint, else the last complete save before the loss broke; the other
-    ``checkpoint-N`` folders can go. The run folder's own final output is never offered for deletion."""
+    """Keep for inference the save with the lowest eval loss (when evaluated at save steps), else
+    the trainer's best_model_checkpoint, else the last complete save before the loss broke; keep
+    for resuming the newest save the Trainer resumes intact; the other ``checkpoint-N`` folders can
+    go. Never offered for deletion: the run folder's own final output, the newest resumable save,
+    the newest checkpoint of an unfinished run while it is usable."""
+    a.check_weights()
     rec = a.record
     bad = first_bad_step(rec) if rec else None
     usable = [st for st in a.states if st.complete or st.extras_only]
@@ -270,22 +310,66 @@ def recommend(a: RunAnalysis) -> Recommendation:
         reasons.append(f"saves from step {bad} on come after the loss became NaN/Inf or 0.0")
     if keep is not None and not keep.complete and keep.extras_only:
         notes.append(f"{keep.save.label} lacks {', '.join(keep.missing)}: copy them in before loading (RUN201)")
+    resume_from, resume_notes = _resume_advice(a, keep, bad)
+    notes += resume_notes
     if keep is None:
         if usable and bad is not None:
             reasons.append(f"every save comes after the loss became NaN/Inf or 0.0 (from step {bad}): none is worth "
                            "keeping; fix the cause (RUN101/RUN102) and train again")
         else:
             reasons.append("no save is complete (see RUN201/RUN203/RUN204 for what each lacks)")
-        return Recommendation(None, reasons, [], notes)
-    delete = [st for st in a.states if not st.save.is_final and st is not keep]
+        return Recommendation(None, reasons, [], notes, resume_from=resume_from.save.name if resume_from else None)
+    protected = {keep.save.name}
+    if resume_from is not None:
+        protected.add(resume_from.save.name)
+    newest_resumable = max((st for st in a.states if a.resume[st.save.name].resumable), key=_order, default=None)
+    if newest_resumable is not None:
+        protected.add(newest_resumable.save.name)  # never offered for deletion, even after a NaN loss
     unfinished = rec is not None and rec.max_steps > 0 and not rec.finished
-    latest = max((st for st in a.states if not st.save.is_final), key=lambda st: st.save.step or 0, default=None)
-    if unfinished and latest is not None and latest in delete:
-        delete.remove(latest)
-        notes.append(f"the run stopped at step {rec.global_step} of {rec.max_steps}: {latest.save.name} is kept to resume "
-                     "training (it holds the optimizer state)")
+    newest = a.newest_checkpoint
+    if unfinished and newest is not None and newest.usable and newest.save.name not in protected:
+        protected.add(newest.save.name)
+        notes.append(f"the run stopped at step {rec.global_step} of {rec.max_steps}: {newest.save.name} is kept "
+                     "(the furthest the run got)")
+    delete = [st for st in a.states if not st.save.is_final and st.save.name not in protected]
     return Recommendation(keep.save.name, reasons, [(st.save.name, st.save.size) for st in delete], notes,
-                          keep_label=keep.save.label)
+                          keep_label=keep.save.label, resume_from=resume_from.save.name if resume_from else None)
+
+
+def _resume_advice(a: RunAnalysis, keep: SaveState | None, bad: int | None) -> tuple[SaveState | None, list[str]]:
+    """The save to resume training from, and what to say about it."""
+    newest = a.newest_checkpoint
+    if newest is None:
+        return None, []
+    resumable = [st for st in a.states if a.resume[st.save.name].resumable]
+    healthy = [st for st in resumable if bad is None or _order(st) < bad]
+    best = max(healthy or resumable, key=_order, default=None)
+    r = a.resume[newest.save.name]
+    def for_inference(resume: SaveState | None) -> str:
+        return f"; for inference use {keep.save.label}" if keep is not None and keep is not resume else ""
+
+    if r.resumable:
+        if best is newest:
+            return newest, [f"resume training from {newest.save.name} (the newest save; it holds the optimizer, "
+                            f"schedule and RNG state){for_inference(newest)}"]
+        return best, [f"resume training from {best.save.name if best else 'none'} (saves from step {bad} on come "
+                      f"after the loss broke; {newest.save.name} is kept too){for_inference(best)}"]
+    what = resume_problem(r)
+    if best is None:
+        return None, [f"{newest.save.name} (the newest save) {what}, and no earlier save resumes intact"
+                      f"{for_inference(None)}"]
+    return best, [f"{newest.save.name} (the newest save) {what}: resume training from {best.save.name}, the newest "
+                  f"save that resumes intact{for_inference(best)}"]
+
+
+def resume_problem(r: Resume) -> str:
+    """What goes wrong when resuming, in a few words."""
+    if r.raises:
+        return f"cannot be resumed (resume raises: {r.raises[0][0]} {r.raises[0][1].split(':')[0]})"
+    if r.dropped and r.dropped.count:
+        return (f"cannot be resumed (the Trainer's load_state_dict drops {r.dropped.count} of {r.dropped.total} "
+                "weights, left at the base model)")
+    return "resumes without its " + " and ".join(s for s, _ in r.lost)
 
 
 def _order(st: SaveState) -> float:

@@ -104,13 +104,27 @@ def write_bf16(path: Path, tensors: dict[str, np.ndarray]) -> None:
     path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
 
 
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+def write_torch_file(path: Path, payload: bytes = b"\x80\x02}q\x00.") -> None:
+    """A file shaped like ``torch.save``'s output (a zip archive with ``<name>/data.pkl``); the
+    triage only reads its zip directory."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{path.stem}/data.pkl", payload)
+        z.writestr(f"{path.stem}/version", "3\n")
+
+
 def make_run(root: Path, losses: Sequence[float], save_every: int, *, lrs: Sequence[float] | None = None,
              grad_norms: Sequence[float] | None = None, evals: dict[int, float] | None = None,
              max_steps: int | None = None, frozen_after: int | None = None, best: str | None = None,
-             tensors: Any = None) -> Path:
+             tensors: Any = None, training_state: Sequence[str] = TRAINING_STATE) -> Path:
     """A LoRA run (the adapter in LLaVA's recipe, r 128 / alpha 256, on a tiny 2-layer LM):
     checkpoint-N every ``save_every`` steps, each with the adapter as trained to N
-    (identical to the previous save from ``frozen_after`` on) and the state up to N."""
+    (identical to the previous save from ``frozen_after`` on), the state up to N and the
+    ``training_state`` files the Trainer's resume reads (optimizer, scheduler, RNG)."""
     total = len(losses)
     max_steps = max_steps or total
     log = history(losses, lrs, grad_norms, evals)
@@ -120,6 +134,8 @@ def make_run(root: Path, losses: Sequence[float], save_every: int, *, lrs: Seque
         write_adapter(folder, (tensors or lora_tensors)(seed))
         upto = [e for e in log if e["step"] <= step]
         write_state(folder, upto, step, max_steps, best_model_checkpoint=best and str(root / best))
+        for name in training_state:
+            write_torch_file(folder / name)
     return root
 
 
@@ -195,3 +211,63 @@ def train(out: Path, *, ignore_labels: bool = False, lr: float = 5e-2, max_steps
                       processing_class=processing_class)
     trainer.train()
     return trainer
+
+
+def tiny_full_model(kind: str = "llava", seed: int = 0) -> Any:
+    """A full fine-tune model: a 2-layer Llama, or a LLaVA around it (CLIP tower of one layer)."""
+    import torch
+    import transformers as T
+
+    torch.manual_seed(seed)
+    text = T.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3)
+    if kind == "llama":
+        return T.LlamaForCausalLM(text)
+    vision = T.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14, projection_dim=16)
+    return T.LlavaForConditionalGeneration(T.LlavaConfig(vision_config=vision, text_config=text, image_token_index=63))
+
+
+def train_full(out: Path, kind: str = "llava", max_steps: int = 2, save_steps: int = 1) -> Any:
+    """A real Trainer full fine-tune (text-only batches) of ``tiny_full_model(kind)``."""
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(out), max_steps=max_steps, save_steps=save_steps, logging_steps=1,
+                             per_device_train_batch_size=2, learning_rate=5e-2, report_to=[], use_cpu=True,
+                             dataloader_num_workers=0, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=tiny_full_model(kind), args=args, train_dataset=token_dataset())
+    trainer.train()
+    return trainer
+
+
+def resume(checkpoint: Path, out: Path, max_steps: int, model: Any = None) -> tuple[Any, BaseException | None, Any]:
+    """``trainer.train(resume_from_checkpoint=checkpoint)`` with a fresh model (same init as the
+    run) and ``max_steps`` steps in all; returns (trainer, the exception it raised or None, the
+    python ``random`` state at the first step after the resume, or None if no step ran)."""
+    import random
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    seen: list[Any] = []
+
+    class FirstStep(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not seen:
+                seen.append(random.getstate())
+
+    args = TrainingArguments(output_dir=str(out), max_steps=max_steps, save_strategy="no", logging_steps=1,
+                             per_device_train_batch_size=2, learning_rate=5e-2, warmup_steps=2, report_to=[],
+                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model if model is not None else tiny_peft_model(), args=args,
+                      train_dataset=token_dataset(), callbacks=[FirstStep()])
+    random.seed(12345)  # a state the checkpoint does not hold
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    except Exception as e:  # noqa: BLE001 - the test asserts on it
+        return trainer, e, None
+    return trainer, None, seen[0] if seen else None
+
+
+def optimizer_steps(trainer: Any) -> set[int]:
+    """The ``step`` count Adam holds for each parameter (the resumed count, or 1 for a fresh optimizer)."""
+    return {int(s["step"]) for s in trainer.optimizer.state.values() if "step" in s}

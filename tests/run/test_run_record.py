@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from doctor.runs.triage import analyze_run
 from tests.helpers.run import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
 
 import doctor
@@ -122,8 +123,9 @@ def test_unfinished_run_is_not_judged_on_warmup(tmp_path):
     assert "RUN107" not in finding_codes(report)
     rec = only(report, "RUN301")
     assert rec.message.startswith("keep checkpoint-10 (lowest eval loss")
-    assert "safe to delete: checkpoint-20 (" in rec.message and "checkpoint-30 (" not in rec.message
-    assert "checkpoint-30 is kept to resume training" in rec.message  # the last one holds the optimizer state
+    assert "safe to delete: checkpoint-20 (" in rec.message
+    assert [n for n, _ in analyze_run(tmp_path).recommendation.delete] == ["checkpoint-20"]
+    assert "resume training from checkpoint-30 (the newest save" in rec.message  # it holds the optimizer state
 
 
 def test_grad_norm_inf_at_start_is_a_warning_persistent_nan_an_error(tmp_path):
@@ -148,9 +150,18 @@ def test_unreadable_state_is_reported_and_others_still_used(tmp_path):
     broken = tmp_path / "checkpoint-30" / "trainer_state.json"
     broken.write_text(broken.read_text()[:200])
     report = check(tmp_path)
-    f = only(report, "RUN001")
-    assert f.path == str(broken) and "not valid JSON" in f.message
+    assert "RUN001" not in finding_codes(report)  # the newest save's: resuming from it raises (one finding)
+    f = only(report, "RUN205")
+    assert f.path == str(broken) and "not valid JSON" in f.message and "load_from_json raises" in f.message
     assert only(report, "RUN301").message.startswith("keep checkpoint-30")
+    older = tmp_path / "checkpoint-20" / "trainer_state.json"
+    broken.write_text(older.read_text().replace('"global_step": 20', '"global_step": 30'))
+    older.write_text(older.read_text()[:200])
+    report = check(tmp_path)
+    assert not finding_codes(report) & {"RUN001", "RUN205"}  # the record comes from checkpoint-30
+    a = analyze_run(tmp_path)
+    assert a.resume["checkpoint-20"].raises[0][0] == "trainer_state.json"  # its verdict shows it
+    assert a.recommendation.resume_from == "checkpoint-30"
 
 
 def test_recipe_info_only_when_different(tmp_path):

@@ -12,6 +12,7 @@ from doctor.runs.triage import analyze_run
 from tests.helpers.run import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
 
 import doctor
+from doctor.findings import Severity
 from doctor.artifacts import discover
 from doctor.testing.original import make_llava_original_lora
 
@@ -49,6 +50,7 @@ def test_llava_intermediate_checkpoints_lack_config_and_projector(llava_run):
     assert discover([str(llava_run)])[0].kinds >= {"run", "adapter", "llava-lora"}
     report = check(llava_run)
     f = only(report, "RUN201")
+    assert f.severity is Severity.WARNING  # the final output holds both: LLaVA's way of saving
     assert f.message.startswith("checkpoint-10, checkpoint-20 lack config.json and non_lora_trainables.bin")
     assert f.hint.startswith(f"Copy {llava_run / 'config.json'} (written by this run at its end)")
     assert "get_fp32_state_dict_from_zero_checkpoint" in f.hint and str(llava_run / "checkpoint-20") in f.hint
@@ -56,6 +58,16 @@ def test_llava_intermediate_checkpoints_lack_config_and_projector(llava_run):
     rec = only(report, "RUN301")
     assert rec.message.startswith(f"keep the final output in {llava_run.name}/ (the last complete save)")
     assert "checkpoint-10 (" in rec.message and "checkpoint-20 (" in rec.message
+
+
+def test_llava_run_whose_projector_no_save_holds(llava_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(llava_run, root)
+    (root / "non_lora_trainables.bin").unlink()
+    f = only(check(root), "RUN201")
+    assert f.severity is Severity.ERROR and "no save of this run holds them yet" in f.message
 
 
 def test_triage_table_marks_extras(llava_run):
@@ -130,6 +142,7 @@ def test_unfolded_lora_from_zero_to_fp32(tmp_path):
     (out / "adapter_model.safetensors").unlink()
     (out / "adapter_config.json").unlink()
     f = only(check(tmp_path), "RUN204")
+    assert f.severity is Severity.ERROR  # from_pretrained would initialise the real weights randomly
     assert f.location.tensor == f"{prefix}.base_layer.weight"
     assert "replace('.default.', '.')" in f.hint and f"copy {tmp_path / 'checkpoint-10' / 'adapter_config.json'}" in f.hint
 
@@ -156,6 +169,8 @@ def test_empty_and_config_less_checkpoints(tmp_path):
     msgs = {f.message: f for f in report.findings if f.code == "RUN201"}
     assert set(msgs) == {"checkpoint-20 lacks adapter_config.json",
                          "checkpoint-30 is empty: the save was cut short (killed or out of disk)"}
+    assert {f.severity for f in msgs.values()} == {Severity.ERROR}  # the loader raises on both
+    assert "RUN205" not in finding_codes(report)  # one finding per cause: RUN201 says where to resume
     assert msgs["checkpoint-20 lacks adapter_config.json"].hint == \
         f"Copy adapter_config.json from {tmp_path / 'checkpoint-10' / 'adapter_config.json'} (same run)."
     rec = only(report, "RUN301")

@@ -65,7 +65,8 @@ def test_triage_full_output(healthy, capsys):
     code = main(["triage", str(healthy)])
     out = capsys.readouterr().out
     assert code == 0, out
-    for text in ("checkpoint-3", "checkpoint-12", "complete", "(keep)", "safe to delete", "eval loss",
+    for text in ("checkpoint-3", "checkpoint-12", "complete", "complete (keep)", "yes (resume)", "safe to delete", "eval loss",
+                 "inference", "resume",
                  "adapter delta", "RUN108"):
         assert text in out
 

@@ -40,6 +40,26 @@ class TrainerStateUnreadable(Check):
     `Trainer.train(resume_from_checkpoint=...)` loads this file and fails on it; and without it
     nothing records the loss curve, so the RUN1xx checks cannot judge that save.
 
+    Severity: warning. No loader reads trainer_state.json for inference, so the weights are fine;
+    resuming from that save raises, which RUN205 reports as an error when it is the newest save.
+
+    Severity: error. The optimizer steps on NaN gradients and silently writes NaN into the weights: the
+    saves after it are a wrong model.
+
+    Severity: error. The run trained on wrong data (no label to learn from) and nothing fails.
+
+    Severity: warning. Nothing fails and the run may still be right (a tiny learning rate on purpose);
+    the causes that are certainly wrong have their own errors (RUN102, RUN106, RUN109).
+
+    Severity: warning when the loss did not recover (later saves are likely worse), info when it did;
+    nothing fails and the weights are what training made.
+
+    Severity: error when non-finite norms persist (the weights are being silently destroyed), warning
+    for the first fp16 steps the loss scaler skips (the weights are untouched by those steps).
+
+    Severity: error. The saves silently equal the initial adapter: the run yields a wrong (untrained)
+    model without any failure.
+
     ## Example
     A `trainer_state.json` cut short by a full disk: `{"best_metric": null, "epoch": 1.2, "log_his`
 
@@ -56,6 +76,9 @@ class TrainerStateUnreadable(Check):
     def run(self, run_analysis):
         if run_analysis.record_error:
             where, why = run_analysis.record_error
+            newest = run_analysis.newest_checkpoint
+            if newest is not None and where == str(newest.save.path / "trainer_state.json"):
+                return  # the newest save's: RUN205 reports it (resuming from it raises), one finding per cause
             yield self.finding(f"trainer_state.json {why}", path=where)
 
 

@@ -29,6 +29,12 @@ class WarmupNeverFinished(Check):
     typically `warmup_steps` given in steps where a ratio was meant, or a run shortened after the
     warmup was set. The adapter is undertrained.
 
+    Severity: warning. The model is undertrained, not wrong: nothing fails and more steps would fix it.
+
+    Severity: info. A different recipe can be deliberate; it is named so it can be ruled out.
+
+    Severity: error. Nothing was learned and nothing fails: the saves silently equal the start.
+
     ## Example
     `--warmup_steps 500 --max_steps 300`: the learning rate climbs to 60% of its peak and stops.
 

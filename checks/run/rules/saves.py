@@ -27,6 +27,22 @@ class CheckpointIncomplete(Check):
     intermediate checkpoint fails with `OSError: ... does not appear to have a file named
     config.json`, and without non_lora_trainables.bin the projector stays randomly initialised.
 
+    Severity: error, as the loader raises on that save (PeftModel.from_pretrained without
+    adapter_config.json, from_pretrained without config.json or weights), or the projector is lost (no
+    save of the run holds non_lora_trainables.bin); warning for LLaVA's intermediate checkpoints while
+    the run's final output holds both files: that is how LLaVA's train.py saves, and copying them in
+    completes the save.
+
+    Severity: warning. The saves are what the training made and load fine; the cause, when certain
+    (learning rate 0, all labels masked, no gradient), is its own error (RUN106, RUN102, RUN109).
+
+    Severity: error. Loading raises a size mismatch, or yields an adapter with no weights.
+
+    Severity: error. from_pretrained silently initialises the real weights randomly (a wrong model),
+    and an FSDP sharded save has no weights file any loader reads.
+
+    Severity: info: a recommendation, not a defect.
+
     ## Example
     `out/checkpoint-6000/` holds adapter_model.safetensors and adapter_config.json only.
 
@@ -37,7 +53,7 @@ class CheckpointIncomplete(Check):
 
     code = "RUN201"
     name = "checkpoint-incomplete"
-    severity = Severity.WARNING
+    severity = Severity.ERROR
     artifacts = RUN
 
     def run(self, run_analysis: RunAnalysis):
@@ -45,10 +61,13 @@ class CheckpointIncomplete(Check):
         extras = [st for st in run_analysis.states if st.extras_only]
         if extras:
             names = ", ".join(st.save.label for st in extras)
+            sourced = all(sibling_with(layout, n, extras[0].save) for n in extras[0].missing)
             yield self.finding(
                 f"{names} lack{'s' if len(extras) == 1 else ''} {' and '.join(extras[0].missing)}: LLaVA's train.py "
-                "writes them only at the end of training, so these saves do not load on their own",
-                path=str(extras[0].save.path), hint=llava_extras_hint(layout, extras))
+                "writes them only at the end of training, so these saves do not load on their own"
+                + ("" if sourced else "; no save of this run holds them yet (the run did not finish)"),
+                path=str(extras[0].save.path), hint=llava_extras_hint(layout, extras),
+                severity=Severity.WARNING if sourced else Severity.ERROR)
         for st in run_analysis.states:
             if st.extras_only or st.empty_tensors or st.no_tensors or st.unfolded:
                 continue
@@ -194,7 +213,7 @@ class LoraNotFolded(Check):
 
     code = "RUN204"
     name = "lora-not-folded"
-    severity = Severity.WARNING
+    severity = Severity.ERROR
     artifacts = RUN
 
     def run(self, run_analysis: RunAnalysis):
