@@ -202,13 +202,15 @@ def _auto(model: str, cfg: dict[str, Any], family: Family | None) -> tuple[Any, 
     try:
         with quiet():
             processor = AutoProcessor.from_pretrained(model, trust_remote_code=False)
-    except ImportError as e:
-        if family is None or "torchvision" not in str(e).lower():
-            raise ProcessorError(f"AutoProcessor could not load from {model}: ImportError: {short(e)}") from None
-        processor = _assemble(model, cfg, family, model, model)
-        return processor, (f"{type(processor).__name__} from {model}'s processor files, without a video processor "
-                           "(AutoProcessor needs torchvision for it)")
     except Exception as e:  # noqa: BLE001
+        text = str(e).lower()
+        if family is not None and family.video and ("torchvision" in text or "video" in text):
+            # Qwen's video processor: torchvision missing, or no video processor settings saved.
+            # Images need none: the same files without it.
+            processor = _assemble(model, cfg, family, model, model)
+            why = "AutoProcessor needs torchvision for it" if "torchvision" in text else \
+                f"AutoProcessor failed on it: {type(e).__name__}: {short(e, 120)}"
+            return processor, f"{type(processor).__name__} from {model}'s processor files, without a video processor ({why})"
         raise ProcessorError(f"AutoProcessor could not load from {model}: {type(e).__name__}: {short(e)}") from None
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ProcessorError(f"AutoProcessor returned {type(processor).__name__}, not a multimodal processor "

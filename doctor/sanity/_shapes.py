@@ -130,3 +130,35 @@ def _qwen(ip: Any) -> list[Shape]:
         side = factor * max(1, math.floor(math.sqrt(hi / 2) / factor))
     square = factor * max(1, math.ceil(math.sqrt(lo) / factor))
     return [Shape("portrait", (side, 2 * side)), Shape("square", (square, square)), Shape("landscape", (2 * side, side))]
+
+
+def _pp(pairs: list[tuple[int, int]]) -> str:
+    return "[" + ", ".join(f"[{h}, {w}]" for h, w in pairs) + "]"
+
+def disagreements(processor: Any, config: dict[str, Any]) -> list[str]:
+    """Where the processor's image geometry and config.json differ (the causes of a shape that
+    raises): llava_next pinpoints, mllama tiles and tile size, Qwen patch / merge / temporal
+    patch sizes, llava's patch size and feature strategy."""
+    ip = getattr(processor, "image_processor", None)
+    vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
+    out: list[str] = []
+    cfg_pp, proc_pp = pinpoint_lists(ip, config)
+    if cfg_pp and proc_pp and set(cfg_pp) != set(proc_pp):
+        out.append(f"config.json's image_grid_pinpoints {_pp(cfg_pp)} vs the image processor's {_pp(proc_pp)}")
+    pairs: list[tuple[str, Any, str, Any]] = []
+    if getattr(ip, "max_image_tiles", None) is not None:
+        pairs += [("max_image_tiles", ip.max_image_tiles, "vision_config.max_num_tiles", vision.get("max_num_tiles")),
+                  ("size", _tile_size(ip), "vision_config.image_size", vision.get("image_size"))]
+    if hasattr(ip, "merge_size") and hasattr(ip, "temporal_patch_size"):
+        pairs += [("patch_size", ip.patch_size, "vision_config.patch_size", vision.get("patch_size")),
+                  ("merge_size", ip.merge_size, "vision_config.spatial_merge_size", vision.get("spatial_merge_size")),
+                  ("temporal_patch_size", ip.temporal_patch_size, "vision_config.temporal_patch_size",
+                   vision.get("temporal_patch_size"))]
+    if getattr(processor, "patch_size", None) is not None and not hasattr(ip, "merge_size"):
+        pairs += [("patch_size", processor.patch_size, "vision_config.patch_size", vision.get("patch_size")),
+                  ("vision_feature_select_strategy", getattr(processor, "vision_feature_select_strategy", None),
+                   "vision_feature_select_strategy", config.get("vision_feature_select_strategy"))]
+    for mine, have, theirs, want in pairs:
+        if have is not None and want is not None and have != want:
+            out.append(f"the processor's {mine} is {have!r}, config.json's {theirs} is {want!r}")
+    return out

@@ -76,13 +76,14 @@ def forward(s: Session, stage: StageResult) -> None:
                  if label != _inputs.aspect_of(s.image)]
     shown: list[str] = []
     nonfinite: list[str] = []
+    raised: list[tuple[str, Any, Shape | None, Exception]] = []
     for label, img, shape in runs:
         try:
             inputs = _inputs.make_inputs(s.loaded.processor, s.text, img, s.plan.device, s.loaded.torch_dtype)
             with torch.no_grad(), quiet():
                 logits = s.model(**inputs).logits
         except Exception as e:  # noqa: BLE001 - a forward failure is the finding
-            _forward_error(s, stage, label, img, e, shape)
+            raised.append((label, img, shape, e))
             shown.append(f"{label} {img.size[0]}x{img.size[1]}: raised {type(e).__name__}")
             continue
         logits = logits.float()
@@ -95,6 +96,7 @@ def forward(s: Session, stage: StageResult) -> None:
             s.all_logits = logits[0].detach().cpu()
             s.last_logits = s.all_logits[-1]
             s.main_finite = not bad
+    _forward_errors(s, stage, raised)
     culprits = nonfinite_parameters(s.loaded.model)
     if nonfinite:
         _nonfinite_finding(s, stage, nonfinite, culprits)
@@ -119,35 +121,50 @@ def _nonfinite_finding(s: Session, stage: StageResult, counts: list[str], culpri
                     "if none are named, the dtype overflows: try --dtype bf16 or fp32."))
 
 
-def _forward_error(s: Session, stage: StageResult, label: str, img: Any, e: Exception, shape: Shape | None) -> None:
-    size = f"{img.size[0]}x{img.size[1]}"
-    if is_oom(e):
-        from doctor.sanity._memory import free_memory
+def _forward_errors(s: Session, stage: StageResult, raised: list[tuple[str, Any, Shape | None, Exception]]) -> None:
+    """One finding per cause: the images whose forward pass raised the same error (numbers aside)."""
+    import re
 
-        stage.add(f"out of memory in the forward pass with the {label} image {size} on {s.plan.device} "
-                  f"({gib(free_memory(s.plan.device))} free after loading)", path=s.path,
-                  hint="Use --load-4bit, a smaller image, or a larger GPU.")
+    if not raised:
         return
-    msg = " ".join(str(e).split())[:300]
-    hint = "Read the error; run `vlm-doctor check` on the model folder for the static cause."
-    config_pp, proc_pp = _shapes.pinpoint_lists(getattr(s.loaded.processor, "image_processor", None), s.config)
-    if config_pp and proc_pp and set(config_pp) != set(proc_pp):
-        hint = (f"config.json's image_grid_pinpoints {_pp(config_pp)} and the image processor's {_pp(proc_pp)} differ: "
-                "the processor tiles this image on one grid and the model expects another. Write one list into both "
-                "(the one the model was trained with).")
-    elif "image features and image tokens do not match" in msg.lower():
-        hint = ("The processor expands the image token to a different count than the model produces: align "
+    disagree = _shapes.disagreements(s.loaded.processor, s.config)
+    groups: dict[tuple[str, str], list[tuple[str, Any, Shape | None, Exception]]] = {}
+    for item in raised:
+        e = item[3]
+        if is_oom(e):
+            key = ("oom", "")
+        elif disagree:  # one cause, whatever each shape raised
+            key = ("disagree", "")
+        else:
+            key = (type(e).__name__, re.sub(r"\d+", "N", " ".join(str(e).split())))
+        groups.setdefault(key, []).append(item)
+    for (kind, _), items in groups.items():
+        sizes = "; ".join(f"the {lb} image {im.size[0]}x{im.size[1]}" + (f" ({sh.note})" if sh and sh.note else "")
+                          for lb, im, sh, _ in items)
+        if kind == "oom":
+            from doctor.sanity._memory import free_memory
+
+            stage.add(f"out of memory in the forward pass with {sizes} on {s.plan.device} "
+                      f"({gib(free_memory(s.plan.device))} free after loading)", path=s.path,
+                      hint="Use --load-4bit, a smaller image, or a larger GPU.")
+            continue
+        errors = list(dict.fromkeys(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}" for *_, e in items))
+        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} other errors" if len(errors) > 3 else "")
+        stage.add(f"the forward pass raised with {sizes}: {shown}", path=s.path, hint=_forward_hint(disagree, shown))
+
+
+def _forward_hint(disagree: list[str], msg: str) -> str:
+    if disagree:
+        return ("The processor and config.json disagree: " + "; ".join(disagree) + ". The processor cuts the image "
+                "one way and the model expects another: write the model's values (the ones it was trained with) into "
+                "the processor config.")
+    if "image features and image tokens do not match" in msg.lower():
+        return ("The processor expands the image token to a different count than the model produces: align "
                 "patch_size, vision_feature_select_strategy and num_additional_image_tokens in the processor "
                 "config with config.json.")
-    elif "split_with_sizes" in msg or "image_grid_pinpoints" in msg:
-        hint = "config.json and the processor tile images differently: write one image_grid_pinpoints list into both."
-    note = f" ({shape.note})" if shape and shape.note else ""
-    stage.add(f"the forward pass with the {label} image {size}{note} raised {type(e).__name__}: {msg}", path=s.path,
-              hint=hint)
-
-
-def _pp(pairs: list[tuple[int, int]]) -> str:
-    return "[" + ", ".join(f"[{h}, {w}]" for h, w in pairs) + "]"
+    if "split_with_sizes" in msg or "image_grid_pinpoints" in msg:
+        return "config.json and the processor tile images differently: write one image_grid_pinpoints list into both."
+    return "Read the error; run `vlm-doctor check` on the model folder for the static cause."
 
 
 def generate(s: Session, stage: StageResult, max_new_tokens: int, timeout: float) -> None:
