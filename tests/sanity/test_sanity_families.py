@@ -199,3 +199,29 @@ def test_qwen_adapter_agrees_with_its_merge_and_a_merged_folder_takes_the_base_p
     result = run_sanity(str(merged), adapter=str(adapter), base=str(base), device="cpu", max_new_tokens=4)
     assert statuses(result)[5] == "pass", result.findings
     assert f"the image processor of the base {base} and the tokenizer of {base}" in result.stage(1).detail
+
+
+def test_check_sanity_runs_on_folders_without_processor_or_tokenizer_files(bare, tmp_path):
+    from doctor.runner import Options, run
+    from doctor.selection import Selection
+
+    def check(folder, **options):
+        report = run([str(folder)], Options(sanity=True, device="cpu", extra={"sanity_max_new_tokens": 4}, **options),
+                     Selection.from_lists(select=None, ignore=[]))
+        return report, {r.code: r for r in report.results if r.code.startswith("SAN")}
+
+    report, san = check(bare["llava"])
+    assert [san[c].status.value for c in sorted(san)] == ["pass", "pass", "pass", "pass", "skip", "skip"]
+    ckp406 = [f for f in report.findings if f.code == "CKP406"]
+    assert ckp406 and ckp406[0].severity.value == "warning"  # the static side says it, as a warning
+    stage1 = report.stats["sanity"][str(bare["llava"])][0]
+    assert "built from config.json's vision settings" in stage1["detail"]
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(bare["llava"], folder)
+    remove_processor_files(folder, tokenizer=True)
+    _, san = check(folder)
+    assert san["SAN001"].status.value == "skip" and "CKP401" in san["SAN001"].reason
+    base = build(tmp_path / "base", "llava")
+    _, san = check(folder, base=str(base))
+    assert [san[c].status.value for c in sorted(san)] == ["pass", "pass", "pass", "pass", "skip", "skip"]
