@@ -5,7 +5,10 @@ The runner adds a ``sanity`` pseudo-artifact for every model and adapter folder 
 fixture, ``sanity_result``, runs ``doctor.sanity.run_sanity`` once (the model loads once) and each
 check below reports one stage. Sanity options beyond ``device``/``dtype`` come from
 ``Options.extra``: ``sanity_image``, ``sanity_prompt``, ``sanity_probe``, ``sanity_max_new_tokens``,
-``sanity_timeout``, ``sanity_load_4bit``, ``sanity_load_8bit``.
+``sanity_timeout``, ``sanity_load_4bit``, ``sanity_load_8bit``, ``sanity_processor`` (a folder to take
+the processor from). A folder without processor files still gets the pass (CKP406 warns; the pass
+builds the processor from config.json and the tokenizer, or takes the base's); a folder without a
+tokenizer gets it when ``--base`` (or ``sanity_processor``) has one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
         raise Skip(f"{model_dir}/config.json is missing or unreadable; nothing to load")
     if not _registered(config.get("model_type")):
         raise Skip(f"model_type {config.get('model_type')!r} is not an architecture of the installed transformers")
-    blocking = _static_errors(report, [str(path), str(model_dir)])
+    processor = _extra_dir(options.extra.get("sanity_processor"))
+    local_base = base if base and Path(base).is_dir() else None
+    # A missing tokenizer (CKP401) does not stop the pass when the base or --processor has one.
+    spare = ("CKP401",) if any(d and _has_tokenizer(d) for d in (local_base, processor)) else ()
+    blocking = [c for c in _static_errors(report, [str(path), str(model_dir)]) if c not in spare]
     if blocking:
         raise Skip(f"the static checks found errors that make loading pointless ({', '.join(blocking)}); "
                    "fix them first, or run `vlm-doctor sanity` directly")
@@ -50,17 +57,27 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
 
     try:
         result = run_sanity(
-            str(path), base=base if model_dir != path else None, image=extra.get("sanity_image"),
+            str(path), base=base if model_dir != path else local_base, image=extra.get("sanity_image"),
             prompt=extra.get("sanity_prompt"), device=options.device, dtype=options.dtype,
             load_4bit=bool(extra.get("sanity_load_4bit")), load_8bit=bool(extra.get("sanity_load_8bit")),
             max_new_tokens=int(extra.get("sanity_max_new_tokens", 16)), probe=extra.get("sanity_probe"),
-            timeout=float(extra.get("sanity_timeout", 120.0)),
+            timeout=float(extra.get("sanity_timeout", 120.0)), processor=processor,
         )
     except UsageError as e:
         raise Skip(str(e)) from None
     if report is not None:  # the stage table (times, memory) travels in the report's stats
         report.stats.setdefault("sanity", {})[str(path)] = [st.to_dict() for st in result.stages]
     return result
+
+
+def _extra_dir(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _has_tokenizer(folder: str) -> bool:
+    from doctor.sanity._processor import has_tokenizer
+
+    return has_tokenizer(folder)
 
 
 def _json(path: Path) -> dict[str, Any]:

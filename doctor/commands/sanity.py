@@ -12,8 +12,10 @@ DESCRIPTION = """\
 The inference sanity pass, in six stages, each timed with its peak memory (GPU memory on CUDA):
 
   1 load            transformers' Auto classes; missing, unexpected and mismatched weights
-  2 forward         one forward pass with an image: finite logits (llava_next and mllama:
-                    a portrait, a square and a landscape image, which tile differently)
+  2 forward         one forward pass with an image: finite logits and finite weights, and one
+                    image per shape the processor treats apart (llava_next: every pinpoint
+                    ratio, very tall, very wide; mllama: every tile arrangement; Qwen2-VL:
+                    portrait, square, landscape)
   3 generate        greedy generation: not empty, not one token repeated, decodes to text
   4 image-matters   logits with the image vs a blank and a noise image must differ
   5 adapter-vs-merged  with an adapter: base + adapter (peft) and the merged model agree
@@ -21,7 +23,9 @@ The inference sanity pass, in six stages, each timed with its peak memory (GPU m
 
 MODEL is a transformers model folder, or a PEFT adapter folder (its base from --base or the
 adapter's local base_model_name_or_path). With --adapter, MODEL is the base; with --adapter and
---base, MODEL is the merged model that stage 5 compares with base + adapter."""
+--base, MODEL is the merged model that stage 5 compares with base + adapter. A folder without
+processor files (most merge and training outputs) still runs: the processor comes from
+--processor DIR, the base, or config.json's vision settings and the tokenizer (stage 1 says which)."""
 EPILOG = """\
 examples:
   vlm-doctor sanity merged/llava-1.5-7b-ft
@@ -29,6 +33,7 @@ examples:
   vlm-doctor sanity merged/ --adapter out/llava-lora --base models/llava-1.5-7b-hf
   vlm-doctor sanity models/llava-v1.6-mistral-7b-hf --image photo.jpg --prompt "Describe it."
   vlm-doctor sanity merged/ --load-4bit                       bitsandbytes, CUDA only
+  vlm-doctor sanity merged/ --processor models/llava-1.5-7b-hf   merged/ has no processor files
   vlm-doctor sanity merged/ --probe pope.jsonl --output-format json
 
 probe file (JSON Lines, image paths relative to the file):
@@ -42,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder, or a PEFT adapter folder")
     g = p.add_argument_group("what to run")
     g.add_argument("--adapter", metavar="DIR", help="PEFT adapter to apply on MODEL (or, with --base, that MODEL merged)")
-    g.add_argument("--base", metavar="DIR", help="base model folder for the adapter")
+    g.add_argument("--base", metavar="DIR", help="base model folder for the adapter (without --adapter: where a "
+                   "missing processor or tokenizer is taken from)")
+    g.add_argument("--processor", metavar="DIR", help="take the image processor (and a missing tokenizer) from DIR; "
+                   "default: MODEL's own, else the base's, else built from config.json")
     g.add_argument("--image", metavar="FILE", help="image to show the model (default: the shipped picture)")
     g.add_argument("--prompt", metavar="TEXT", help="question to ask (default: 'What is shown in this image?')")
     g.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens to generate in stage 3 (default: 16)")
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, adapter=args.adapter, base=args.base, image=args.image, prompt=args.prompt,
         device=args.device, dtype=args.dtype, load_4bit=args.load_4bit, load_8bit=args.load_8bit,
         max_new_tokens=args.max_new_tokens, probe=args.probe, timeout=args.timeout,
-        probe_min_accuracy=args.probe_min_accuracy,
+        probe_min_accuracy=args.probe_min_accuracy, processor=args.processor,
     )
     to_terminal = args.output_file is None and sys.stdout.isatty()
     text = to_json(result, __version__) if args.output_format == "json" else to_text(result, color=to_terminal)

@@ -33,6 +33,8 @@ class Plan:
     dtype: str
     quantization: str | None
     family: str | None
+    processor: str | None = None  # --processor DIR: where the image processor (and a missing tokenizer) come from
+    sources: tuple[str, ...] = ()  # other folders to take a missing processor or tokenizer from (bases, the adapter)
 
 
 @dataclass
@@ -44,25 +46,32 @@ class Loaded:
 
 
 def plan(model: str, adapter: str | None, base: str | None, device: str, dtype: str,
-         quantization: str | None) -> Plan:
+         quantization: str | None, processor: str | None = None) -> Plan:
     """Decide the roles of MODEL / --adapter / --base:
 
     - MODEL is an adapter folder: stages 1-4 test base + adapter, base = --base or the adapter's local
       base_model_name_or_path; stage 5 compares with the in-memory merge;
     - --adapter alone: MODEL is the base, as above;
     - --adapter and --base: MODEL is the merged model (stages 1-4); stage 5 compares it with
-      base + adapter through peft.
+      base + adapter through peft;
+    - --base alone: MODEL is tested; the base is where a missing processor or tokenizer comes from.
     """
     root = Path(model)
     if not root.is_dir():
         raise UsageError(f"{model}: no such model folder")
     compare = None
+    if processor is not None and not Path(processor).is_dir():
+        raise UsageError(f"{processor}: no such processor folder (--processor takes a folder with "
+                         "preprocessor_config.json or processor_config.json)")
+    given_base = base
     if (root / "adapter_config.json").is_file():
         if adapter:
             raise UsageError(f"{model} is itself an adapter; pass the base as MODEL or with --base, not two adapters")
         adapter, model = model, base or _adapter_base(root)
     elif adapter and base:
         compare, adapter = (base, adapter), None
+    elif base and not Path(base).is_dir():
+        raise UsageError(f"{base}: no such base model folder")
     for a in (adapter, compare[1] if compare else None):
         if a and not Path(a, "adapter_config.json").is_file():
             raise UsageError(f"{a}: no adapter_config.json; --adapter takes a PEFT adapter folder")
@@ -70,8 +79,13 @@ def plan(model: str, adapter: str | None, base: str | None, device: str, dtype: 
         raise UsageError(f"{compare[0]}: no such base model folder")
     cfg = _read_json(Path(model) / "config.json")
     family = cfg.get("model_type") if isinstance(cfg, dict) else None
+    from doctor.sanity._processor import recorded_base
+
+    candidates = [compare[0] if compare else None, given_base, recorded_base(model), adapter,
+                  compare[1] if compare else None]
+    sources = tuple(dict.fromkeys(str(c) for c in candidates if c and Path(c).is_dir() and str(c) != str(model)))
     return Plan(model, adapter, compare, resolve_device(device), resolve_dtype(dtype, device, quantization), quantization,
-                family)
+                family, processor, sources)
 
 
 def _adapter_base(adapter: Path) -> str:
@@ -144,7 +158,10 @@ def load(p: Plan, stage: StageResult) -> Loaded | None:
             return None
         loaded.model, loaded.is_peft = peft_model, True
     stage.detail = f"{type(model).__name__}, {p.dtype}" + (f", {p.quantization}" if p.quantization else "")
-    return loaded if processor is not None else None
+    if processor is None:
+        return None
+    stage.detail += f"; processor: {stage.metrics['processor']}"
+    return loaded
 
 
 def torch_dtype(p: Plan) -> Any:
@@ -238,21 +255,19 @@ def _from_pretrained(folder: str, p: Plan, torch_dtype: Any) -> tuple[Any, dict[
 
 
 def _processor(p: Plan, stage: StageResult) -> Any:
-    from transformers import AutoProcessor
+    """The folder's processor, or one built from what is there (``doctor.sanity._processor``)."""
+    from doctor.sanity._processor import ProcessorError, resolve
 
+    cfg = _read_json(Path(p.model) / "config.json")
     try:
-        with quiet():
-            processor = AutoProcessor.from_pretrained(p.model, trust_remote_code=False)
-    except Exception as e:  # noqa: BLE001
-        stage.add(f"AutoProcessor could not load from {p.model}: {type(e).__name__}: {short(e)}", path=p.model,
-                  hint="Copy the processor files (preprocessor_config.json / processor_config.json, tokenizer files, "
-                       "chat_template.json) from the base model.")
+        processor, how = resolve(p.model, cfg if isinstance(cfg, dict) else {}, p.processor, list(p.sources))
+    except ProcessorError as e:
+        stage.add(str(e), path=p.processor or p.model,
+                  hint="Copy the processor and tokenizer files (preprocessor_config.json / processor_config.json, "
+                       "tokenizer files, chat_template.jinja) from the base model, or name a folder that has them "
+                       "with --processor DIR or --base DIR.")
         return None
-    if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        stage.add(f"AutoProcessor returned {type(processor).__name__}, not a multimodal processor "
-                  "(no image processor or no tokenizer)", path=p.model,
-                  hint="Copy preprocessor_config.json / processor_config.json from the base model.")
-        return None
+    stage.metrics["processor"] = how
     return processor
 
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity import _inputs
+from doctor.sanity import _inputs, _shapes
 from doctor.sanity._diagnose import image_path_problems, nonfinite_parameters
 from doctor.sanity._load import Loaded, Plan
 from doctor.sanity._memory import gib, is_oom
 from doctor.sanity._quiet import quiet
+from doctor.sanity._shapes import Shape
 from doctor.sanity._types import StageResult
 
 # Stage 4: the image "matters" when swapping it changes the next-token logits by more than this
@@ -32,6 +33,20 @@ class Session:
     inputs: dict[str, Any] = field(default_factory=dict)
     last_logits: Any = None  # next-token logits for the main image, float32 on CPU
     all_logits: Any = None  # all positions, float32 on CPU (stage 5 compares them)
+    main_finite: bool = False  # the main image's logits are all finite (stages 3, 4 and 6 read them)
+    _config: dict[str, Any] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The tested folder's config.json as a dict ({} when unreadable)."""
+        if self._config is None:
+            from pathlib import Path
+
+            from doctor.sanity._processor import read_json
+
+            cfg = read_json(Path(self.plan.model) / "config.json")
+            self._config = cfg if isinstance(cfg, dict) else {}
+        return self._config
 
     @property
     def model(self) -> Any:
@@ -45,70 +60,111 @@ class Session:
 
 
 def forward(s: Session, stage: StageResult) -> None:
-    """Stage 2: logits are finite for the image (and, on tiling families, for 3 aspect ratios)."""
+    """Stage 2: finite logits for the main image and for every shape the processor treats apart
+    (``doctor.sanity._shapes``); every floating-point parameter finite."""
     import torch
 
     s.text, s.templated = _inputs.build_prompt(s.loaded.processor, s.plan.family, s.prompt)
+    config = s.config
     main = f"{s.image_label} ({_inputs.aspect_of(s.image)})"
-    images = {main: s.image}
-    if _inputs.tiles_images(s.loaded.processor):
-        for label, img in _inputs.aspect_variants(s.image).items():
-            if label != _inputs.aspect_of(s.image):  # the main image covers its own aspect ratio
-                images[label] = img
-    shapes: list[str] = []
+    runs: list[tuple[str, Any, Shape | None]] = [(main, s.image, None)]
+    extra = _shapes.shapes(s.loaded.processor, config, s.plan.family)
+    if extra:
+        runs += [(sh.label, _shapes.image_for(sh, s.image), sh) for sh in extra]
+    elif _inputs.tiles_images(s.loaded.processor):  # a tiling processor of a family not in _shapes
+        runs += [(label, img, None) for label, img in _inputs.aspect_variants(s.image).items()
+                 if label != _inputs.aspect_of(s.image)]
+    shown: list[str] = []
     nonfinite: list[str] = []
-    for label, img in images.items():
+    raised: list[tuple[str, Any, Shape | None, Exception]] = []
+    for label, img, shape in runs:
         try:
             inputs = _inputs.make_inputs(s.loaded.processor, s.text, img, s.plan.device, s.loaded.torch_dtype)
             with torch.no_grad(), quiet():
                 logits = s.model(**inputs).logits
         except Exception as e:  # noqa: BLE001 - a forward failure is the finding
-            _forward_error(s, stage, label, img, e)
+            raised.append((label, img, shape, e))
+            shown.append(f"{label} {img.size[0]}x{img.size[1]}: raised {type(e).__name__}")
             continue
         logits = logits.float()
         bad = int((~torch.isfinite(logits)).sum())
         if bad:
             nonfinite.append(f"{bad} of {logits.numel()} for the {label} image")
-        shapes.append(f"{label} {img.size[0]}x{img.size[1]}: {inputs['input_ids'].shape[-1]} tokens")
+        shown.append(f"{label} {img.size[0]}x{img.size[1]}: {inputs['input_ids'].shape[-1]} tokens")
         if label == main:
             s.inputs = inputs
             s.all_logits = logits[0].detach().cpu()
             s.last_logits = s.all_logits[-1]
-    if nonfinite:
-        _nonfinite_finding(s, stage, nonfinite)
-    stage.metrics["images"] = shapes
-    stage.detail = "; ".join(shapes) + ("" if s.templated else " (default prompt, no chat template)")
-
-
-def _nonfinite_finding(s: Session, stage: StageResult, counts: list[str]) -> None:
+            s.main_finite = not bad
+    _forward_errors(s, stage, raised)
     culprits = nonfinite_parameters(s.loaded.model)
+    if nonfinite:
+        _nonfinite_finding(s, stage, nonfinite, culprits)
+    elif culprits:
+        _nonfinite_finding(s, stage, [], culprits)
+    stage.metrics["images"] = shown
+    stage.detail = "; ".join(shown) + ("" if s.templated else " (default prompt, no chat template)")
+
+
+def _nonfinite_finding(s: Session, stage: StageResult, counts: list[str], culprits: list[str]) -> None:
     where = f"; non-finite parameters: {', '.join(culprits)}" if culprits else ""
     from_adapter = bool(s.plan.adapter) and any("lora" in c for c in culprits)
-    stage.add(f"logits are NaN or inf ({'; '.join(counts)}){where}", path=s.plan.adapter if from_adapter else s.path,
-              tensor=culprits[0] if culprits else None,
+    if counts:
+        message = f"logits are NaN or inf ({'; '.join(counts)}){where}"
+    else:  # the weights hold NaN/inf that these prompts did not reach (unused rows or layers)
+        message = (f"parameters hold NaN or inf ({', '.join(culprits)}) although the logits for these images are "
+                   "finite: prompts or images that reach them give NaN")
+    stage.add(message, path=s.plan.adapter if from_adapter else s.path, tensor=culprits[0] if culprits else None,
               hint=("The adapter holds NaN/inf tensors (a diverged run): retrain or use an earlier checkpoint."
                     if from_adapter else
-                    "Fix the tensors named above; if none are named, the dtype overflows: try --dtype bf16 or fp32."))
+                    "Fix the tensors named above (a diverged run or a broken save: use an earlier checkpoint); "
+                    "if none are named, the dtype overflows: try --dtype bf16 or fp32."))
 
 
-def _forward_error(s: Session, stage: StageResult, label: str, img: Any, e: Exception) -> None:
-    size = f"{img.size[0]}x{img.size[1]}"
-    if is_oom(e):
-        from doctor.sanity._memory import free_memory
+def _forward_errors(s: Session, stage: StageResult, raised: list[tuple[str, Any, Shape | None, Exception]]) -> None:
+    """One finding per cause: the images whose forward pass raised the same error (numbers aside)."""
+    import re
 
-        stage.add(f"out of memory in the forward pass with the {label} image {size} on {s.plan.device} "
-                  f"({gib(free_memory(s.plan.device))} free after loading)", path=s.path,
-                  hint="Use --load-4bit, a smaller image, or a larger GPU.")
+    if not raised:
         return
-    msg = " ".join(str(e).split())[:300]
-    hint = "Read the error; run `vlm-doctor check` on the model folder for the static cause."
+    disagree = _shapes.disagreements(s.loaded.processor, s.config)
+    groups: dict[tuple[str, str], list[tuple[str, Any, Shape | None, Exception]]] = {}
+    for item in raised:
+        e = item[3]
+        if is_oom(e):
+            key = ("oom", "")
+        elif disagree:  # one cause, whatever each shape raised
+            key = ("disagree", "")
+        else:
+            key = (type(e).__name__, re.sub(r"\d+", "N", " ".join(str(e).split())))
+        groups.setdefault(key, []).append(item)
+    for (kind, _), items in groups.items():
+        sizes = "; ".join(f"the {lb} image {im.size[0]}x{im.size[1]}" + (f" ({sh.note})" if sh and sh.note else "")
+                          for lb, im, sh, _ in items)
+        if kind == "oom":
+            from doctor.sanity._memory import free_memory
+
+            stage.add(f"out of memory in the forward pass with {sizes} on {s.plan.device} "
+                      f"({gib(free_memory(s.plan.device))} free after loading)", path=s.path,
+                      hint="Use --load-4bit, a smaller image, or a larger GPU.")
+            continue
+        errors = list(dict.fromkeys(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}" for *_, e in items))
+        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} other errors" if len(errors) > 3 else "")
+        stage.add(f"the forward pass raised with {sizes}: {shown}", path=s.path, hint=_forward_hint(disagree, shown))
+
+
+def _forward_hint(disagree: list[str], msg: str) -> str:
+    if disagree:
+        return ("The processor and config.json disagree: " + "; ".join(disagree) + ". The processor cuts the image "
+                "one way and the model expects another: write the model's values (the ones it was trained with) into "
+                "the processor config.")
     if "image features and image tokens do not match" in msg.lower():
-        hint = ("The processor expands the image token to a different count than the model produces: align "
+        return ("The processor expands the image token to a different count than the model produces: align "
                 "patch_size, vision_feature_select_strategy and num_additional_image_tokens in the processor "
                 "config with config.json.")
-    elif "split_with_sizes" in msg or "image_grid_pinpoints" in msg:
-        hint = "config.json and the processor tile images differently: write one image_grid_pinpoints list into both."
-    stage.add(f"the forward pass with the {label} image {size} raised {type(e).__name__}: {msg}", path=s.path, hint=hint)
+    if "split_with_sizes" in msg or "image_grid_pinpoints" in msg:
+        return "config.json and the processor tile images differently: write one image_grid_pinpoints list into both."
+    return "Read the error; run `vlm-doctor check` on the model folder for the static cause."
 
 
 def generate(s: Session, stage: StageResult, max_new_tokens: int, timeout: float) -> None:

@@ -36,6 +36,7 @@ def run_sanity(
     timeout: float = DEFAULT_TIMEOUT,
     probe_min_accuracy: float | None = None,
     image_tolerance: float | None = None,
+    processor: str | None = None,
 ) -> SanityResult:
     """Run the sanity pass on a model folder (or an adapter on its base). Bad arguments raise
     ``doctor.errors.UsageError``; everything the model does wrong is a finding on a stage."""
@@ -46,7 +47,7 @@ def run_sanity(
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     quant = "4bit" if load_4bit else "8bit" if load_8bit else None
-    plan = _load.plan(model, adapter, base, device, dtype, quant)
+    plan = _load.plan(model, adapter, base, device, dtype, quant, processor)
     picture = _inputs.load_image(image)
     if probe is not None:
         from doctor.sanity._probe import read_probe
@@ -77,9 +78,10 @@ def run_sanity(
     session = _stages.Session(plan, loaded, picture, "given" if image else "default",
                               prompt or _inputs.DEFAULT_PROMPT)
     _stage(stages[2], plan, lambda st: _stages.forward(session, st))
-    if stages[2].failed or session.last_logits is None:
+    if session.last_logits is None or not session.main_finite:
+        why = "raised" if session.last_logits is None else "gave NaN/inf logits"
         for n in (3, 4, 6):
-            stages[n].skip("stage 2 (forward) failed")
+            stages[n].skip(f"stage 2: the forward pass with the main image {why}")
     else:
         _stage(stages[3], plan, lambda st: _stages.generate(session, st, max_new_tokens, timeout))
         tol = _stages.IMAGE_TOLERANCE if image_tolerance is None else image_tolerance
