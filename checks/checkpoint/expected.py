@@ -78,9 +78,12 @@ def predict_load(folder: Path, weights: ModelWeights | None, *, use_templates: b
             except BuildError:
                 template = None  # the full build below reports the error as from_pretrained would
         if template is not None:
-            expected = template.expected(config)
-            return assemble(template.model_class, expected, template.tied, template.mapper(expected),
-                            template.namer(), template.ignore_missing, template.ignore_unexpected, weights)
+            try:
+                expected = template.expected(config)
+                return assemble(template.model_class, expected, template.tied, template.mapper(expected),
+                                template.namer(), template.ignore_missing, template.ignore_unexpected, weights)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, re.error):
+                pass  # a damaged cache entry: build the model below
     with _quiet():
         model = build_meta_model(folder)
     state = model.state_dict(keep_vars=True)

@@ -119,7 +119,10 @@ def cache_key(config: dict[str, Any], version: str, generalised: bool) -> str:
         del _get(structural, path[:-1])[path[-1]]
     for name in IGNORED_FIELDS:
         structural.pop(name, None)
-    blob = json.dumps([FORMAT, version, generalised, structural], sort_keys=True, default=str)
+    # the generalised fields are part of the key: a config that lacks one (its default applies)
+    # must not share a template with one that sets it
+    blob = json.dumps([FORMAT, version, generalised, [list(f) for f in fields], structural], sort_keys=True,
+                      default=str)
     model_type = re.sub(r"[^A-Za-z0-9_.-]", "_", str(config.get("model_type", "none")))[:64]
     return f"{model_type}-{'g' if generalised else 'x'}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
 

@@ -269,3 +269,34 @@ def test_build_error_is_the_real_one_and_not_cached(clean: dict[str, Path], tmp_
         predict_load(model, None)
     assert str(templ.value) == str(meta.value) and "Padding_idx" in str(meta.value)
     assert templates.lookup(config) is None
+
+
+def test_a_count_left_to_its_default_gets_its_own_template(clean: dict[str, Path], tmp_path: Path) -> None:
+    """Without ``text_config.num_hidden_layers`` the class default applies: not the template of a
+    config that sets it, though both look alike once the count is taken out."""
+    model = clean["llava"]
+    weights = read_model_weights(model)
+    assert predict_load(model, weights) == predict_load(model, weights, use_templates=False)
+    default = shutil.copytree(model, tmp_path / "default")
+    config = json.loads((default / "config.json").read_text())
+    del config["text_config"]["num_hidden_layers"]
+    (default / "config.json").write_text(json.dumps(config))
+    version = templates.transformers_version() or ""
+    assert templates.cache_key(config, version, True) != templates.cache_key(
+        json.loads((model / "config.json").read_text()), version, True)
+    got = predict_load(default, weights)
+    assert got == predict_load(default, weights, use_templates=False)
+    assert templates.lookup(config) is not None
+    assert "model.language_model.layers.31.mlp.up_proj.weight" in got.expected  # LlamaConfig's default: 32
+
+
+def test_a_damaged_template_is_rebuilt(clean: dict[str, Path], cache: Path) -> None:
+    model = clean["llava_next"]
+    weights = read_model_weights(model)
+    want = predict_load(model, weights, use_templates=False)
+    assert predict_load(model, weights) == want
+    for entry in cache.iterdir():
+        data = json.loads(entry.read_text())
+        data["template"]["stacks"] = [["x", ["no_such_field"], {}]]
+        entry.write_text(json.dumps(data))
+    assert predict_load(model, weights) == want
