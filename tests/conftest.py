@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -11,6 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models on a busy 2-core machine: one BLAS thread is far faster than two fighting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Learned checkpoint templates go to a throwaway folder, never the user's cache.
+os.environ.setdefault("VLM_DOCTOR_CACHE", tempfile.mkdtemp(prefix="vlm-doctor-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

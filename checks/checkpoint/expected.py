@@ -11,12 +11,17 @@ mapped to in-memory names with the INSTALLED transformers' own machinery:
 
 Then the load report is reproduced: tied weights (``lm_head`` absent when tied) and the
 ``_keys_to_ignore_on_load_*`` patterns are honoured, like ``from_pretrained``'s
-``output_loading_info``. Needs torch and transformers; imported only by checks that declare them.
+``output_loading_info``.
+
+The model only has to be built once per config structure: what the prediction needs from it is
+kept as a template (``doctor.checks.checkpoint.templates``), so a warm run imports neither torch
+nor transformers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,16 +58,46 @@ class LoadPrediction:
         return sorted(self.renamed[k] for k in self.unexpected)
 
 
-def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
+def predict_load(folder: Path, weights: ModelWeights | None, *, use_templates: bool = True) -> LoadPrediction:
     """Predict ``from_pretrained(folder, output_loading_info=True)``'s report (without weights:
-    only build the model, so a config transformers cannot build is still reported)."""
+    only build the model, so a config transformers cannot build is still reported).
+
+    A known config is answered from its cached template (``templates``: no torch, no transformers);
+    otherwise the model is built on the meta device, and its template learned for the next run."""
+    from doctor.checks.checkpoint import templates
+    from doctor.checks.checkpoint.fixtures import load_json_dict
+
+    config = load_json_dict(folder / "config.json")
+    _refuse_absurd_depth(config or {})
+    if use_templates and config is not None:
+        template = templates.lookup(config)
+        if template is None:
+            try:
+                with _quiet():
+                    template = templates.learn(config, _build_from_dict)
+            except BuildError:
+                template = None  # the full build below reports the error as from_pretrained would
+        if template is not None:
+            try:
+                expected = template.expected(config)
+                return assemble(template.model_class, expected, template.tied, template.mapper(expected),
+                                template.namer(), template.ignore_missing, template.ignore_unexpected, weights)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, re.error):
+                pass  # a damaged cache entry: build the model below
     with _quiet():
         model = build_meta_model(folder)
     state = model.state_dict(keep_vars=True)
     expected = {k: tuple(v.shape) for k, v in state.items()}
-    tied = _tied_pairs(model, state)
-    mapper = _key_mapper(model, expected)
-    pred = LoadPrediction(type(model).__name__, expected, tied=tied)
+    ignore_missing, ignore_unexpected = ignore_patterns(model)
+    return assemble(type(model).__name__, expected, tied_pairs(model, state), key_mapper(model, expected),
+                    save_namer(model), ignore_missing, ignore_unexpected, weights)
+
+
+def assemble(model_class: str, expected: dict[str, tuple[int, ...]], tied: dict[str, str],
+             mapper: Callable[[str], tuple[str, bool]], namer: Callable[[str], str], ignore_missing: list[str],
+             ignore_unexpected: list[str], weights: ModelWeights | None) -> LoadPrediction:
+    """The load report, from what the model (or its template) says."""
+    pred = LoadPrediction(model_class, expected, tied=dict(tied))
     if weights is None:
         return pred
     present: set[str] = set()
@@ -82,13 +117,16 @@ def predict_load(folder: Path, weights: ModelWeights | None) -> LoadPrediction:
             missing.discard(target)
         elif source in missing and target not in missing:
             missing.discard(source)
-    ignore_missing, ignore_unexpected = _ignore_patterns(model)
-    pred.missing = sorted(k for k in missing if not (ignore_missing and ignore_missing.search(k)))
-    to_disk = _save_namer(model)
-    pred.saved_names = {k: to_disk(k) for k in pred.missing}
+    skip_missing, skip_unexpected = _compile(ignore_missing), _compile(ignore_unexpected)
+    pred.missing = sorted(k for k in missing if not (skip_missing and skip_missing.search(k)))
+    pred.saved_names = {k: namer(k) for k in pred.missing}
     pred.unexpected = sorted(k for k in pred.unexpected
-                             if not (ignore_unexpected and ignore_unexpected.search(pred.renamed[k])))
+                             if not (skip_unexpected and skip_unexpected.search(pred.renamed[k])))
     return pred
+
+
+def _compile(patterns: list[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
 
 
 MAX_LAYERS = 1024  # far above any real model; a bogus count would build millions of modules
@@ -96,7 +134,9 @@ MAX_LAYERS = 1024  # far above any real model; a bogus count would build million
 
 def build_meta_model(folder: Path) -> Any:
     """The model class of config.json, instantiated on the meta device."""
-    _refuse_absurd_depth(folder)
+    from doctor.checks.checkpoint.fixtures import load_json_dict
+
+    _refuse_absurd_depth(load_json_dict(folder / "config.json") or {})
     import torch
     import transformers
 
@@ -114,12 +154,19 @@ def build_meta_model(folder: Path) -> Any:
         raise BuildError(f"{cls.__name__} cannot be built from config.json: {type(e).__name__}: {e}") from None
 
 
-def _refuse_absurd_depth(folder: Path) -> None:
+def _build_from_dict(config: dict[str, Any]) -> Any:
+    """``build_meta_model`` of a folder holding only this config.json (templates learn from it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vlm-doctor-config-") as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        return build_meta_model(Path(tmp))
+
+
+def _refuse_absurd_depth(config: dict[str, Any]) -> None:
     """Meta tensors cost no memory, but every layer is a Python module: a config that declares
     10**12 layers would exhaust memory before any check could report it."""
-    from doctor.checks.checkpoint.fixtures import load_json_dict
-
-    stack: list[tuple[str, Any]] = [("", load_json_dict(folder / "config.json") or {})]
+    stack: list[tuple[str, Any]] = [("", config)]
     while stack:
         prefix, node = stack.pop()
         for key, value in node.items():
@@ -152,7 +199,7 @@ def model_class(config: Any) -> Any:
     return None
 
 
-def _tied_pairs(model: Any, state: dict[str, Any]) -> dict[str, str]:
+def tied_pairs(model: Any, state: dict[str, Any]) -> dict[str, str]:
     """target -> source of every tied parameter: 5.x declares them (``all_tied_weights_keys``);
     4.x ties by sharing one Parameter, visible as one object under two names."""
     pairs = dict(getattr(model, "all_tied_weights_keys", None) or {})
@@ -165,7 +212,9 @@ def _tied_pairs(model: Any, state: dict[str, Any]) -> dict[str, str]:
     return pairs
 
 
-def _ignore_patterns(model: Any) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+def ignore_patterns(model: Any) -> tuple[list[str], list[str]]:
+    """The ``_keys_to_ignore_on_load_missing`` / ``_unexpected`` patterns, plus the buffers every
+    release drops from checkpoints (rotary ``inv_freq``, ``position_ids``)."""
     missing = set(getattr(model, "_keys_to_ignore_on_load_missing", None) or [])
     unexpected = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
     buffers = [n for n, _ in model.named_buffers()]
@@ -174,13 +223,10 @@ def _ignore_patterns(model: Any) -> tuple[re.Pattern[str] | None, re.Pattern[str
     if any(n.endswith("position_ids") for n in buffers):
         unexpected.add(r"(^|\.)position_ids$")
 
-    def compile_(patterns: set[str]) -> re.Pattern[str] | None:
-        return re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
-
-    return compile_(missing), compile_(unexpected)
+    return sorted(missing), sorted(unexpected)
 
 
-def _key_mapper(model: Any, expected: dict[str, Any]) -> Callable[[str], tuple[str, bool]]:
+def key_mapper(model: Any, expected: dict[str, Any]) -> Callable[[str], tuple[str, bool]]:
     """on-disk name -> (in-memory name, renamed by a many-to-one converter)."""
     prefix = getattr(model, "base_model_prefix", "") or ""
     try:
@@ -204,7 +250,7 @@ def _key_mapper(model: Any, expected: dict[str, Any]) -> Callable[[str], tuple[s
     return mapper
 
 
-def _save_namer(model: Any) -> Callable[[str], str]:
+def save_namer(model: Any) -> Callable[[str], str]:
     """in-memory name -> the name ``save_pretrained`` writes (transformers 5 reverts its conversion
     mapping on save, as ``core_model_loading.revert_weight_conversion`` does); identity on 4.x."""
     try:

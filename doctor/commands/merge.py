@@ -27,6 +27,8 @@ examples:
   vlm-doctor merge out/qlora-adapter --base models/llava-1.5-7b-hf -o merged/m --dtype bf16
   vlm-doctor merge checkpoints/llava-v1.5-7b-lora --base models/vicuna-7b-v1.5 \\
       --vision-tower models/clip-vit-large-patch14-336 -o llava-v1.5-7b-merged-hf
+  vlm-doctor merge checkpoints/llava-v1.5-7b-lora --base models/vicuna-7b-v1.5 --layout llava \\
+      -o llava-v1.5-7b-merged
   vlm-doctor merge llava-internlm2-7b --base models/llm --vision-tower models/clip -o xtuner-hf
 
 exit codes: 0 written and the checkpoint doctor found no errors in it; 1 written, but the
@@ -38,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to create (must not exist, unless --force)")
     p.add_argument("--base", metavar="DIR", help="base model folder (default: the adapter's base_model_name_or_path when local or cached)")
     p.add_argument("--vision-tower", metavar="DIR", help="local CLIP folder, for original-LLaVA runs and XTuner releases whose base has no vision tower")
+    p.add_argument("--layout", choices=("transformers", "llava"), default="transformers",
+                   help="output layout of an original-LLaVA LoRA run: transformers' llava (default), or LLaVA's own "
+                        "(what its merge_lora_weights.py writes; the CLIP tower is loaded by name, none needed here)")
     p.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                    help="dtype of the written float tensors (default auto: the base's; for conversions the LLM's)")
     p.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="largest shard file (default 5GB; e.g. 2GB, 500MiB)")
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     with wrap_os_errors():
         result = merge(args.adapter, base=args.base, out=args.output, dtype=args.dtype,
                        max_shard_size=args.max_shard_size, force=args.force, vision_tower=args.vision_tower,
-                       progress=_progress(args), check=not args.no_check)
+                       progress=_progress(args), check=not args.no_check, layout=args.layout)
     return report_result(result)
 
 

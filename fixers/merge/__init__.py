@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from doctor.runner import Options
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+LAYOUTS = ("transformers", "llava")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class MergeResult:
     """What a merge or conversion wrote, and the checkpoint doctor's report on it."""
 
     out: Path
-    kind: str  # peft | llava-lora | xtuner | convert
+    kind: str  # peft | llava-lora | llava-layout | xtuner | convert
     provenance: dict[str, str]
     tensors: int
     lora_modules: int
@@ -71,8 +72,8 @@ class MergeResult:
         return [f for f in self.report.findings if f.severity is Severity.ERROR and f.path.startswith(root)]
 
     def summary(self) -> str:
-        what = {"peft": "merged", "llava-lora": "merged and converted", "xtuner": "consolidated",
-                "convert": "converted"}[self.kind]
+        what = {"peft": "merged", "llava-lora": "merged and converted", "llava-layout": "merged (LLaVA layout)",
+                "xtuner": "consolidated", "convert": "converted"}[self.kind]
         parts = [f"{what} {self.tensors} tensors"]
         if self.lora_modules:
             parts.append(f"{self.lora_modules} LoRA modules folded")
@@ -92,9 +93,12 @@ def merge(
     progress: Callable[..., Any] | None = None,
     vision_tower: str | Path | None = None,
     check: bool = True,
+    layout: str = "transformers",
 ) -> MergeResult:
     """Merge ``adapter`` (a PEFT adapter folder, an original-LLaVA LoRA run or an XTuner
-    release) into ``base`` and write a transformers-native checkpoint to ``out``."""
+    release) into ``base`` and write a transformers-native checkpoint to ``out``; with
+    ``layout="llava"``, an original-LLaVA LoRA run is written in LLaVA's own layout instead, as
+    its ``scripts/merge_lora_weights.py`` does (``doctor.fixers.merge.llava_layout``)."""
     from doctor.fixers.merge.flows import detect_kind, plan_llava_lora, plan_peft, plan_xtuner
     from doctor.fixers.merge.tensor_io import TensorReader
 
@@ -104,10 +108,22 @@ def merge(
     if not adapter.is_dir():
         raise UsageError(f"{adapter}: no such folder")
     _check_dtype(dtype)
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     kind = detect_kind(adapter)
+    if layout == "llava" and kind != "llava-lora":
+        raise UsageError(f"{adapter}: --layout llava writes LLaVA's own layout from an original-LLaVA LoRA run "
+                         f"(finetune_lora.sh output); this is a {kind} input: drop --layout llava")
+    if layout == "llava" and vision_tower is not None:
+        raise UsageError("--vision-tower has no use with --layout llava: LLaVA's builder loads the tower named in "
+                         "config.json (mm_vision_tower) itself")
     _guard_out(Path(out), [adapter, base, vision_tower], force)
     reader = TensorReader()
-    if kind == "peft":
+    if layout == "llava":
+        from doctor.fixers.merge.llava_layout import plan_llava_layout
+
+        job = plan_llava_layout(adapter, base, Path(out), reader)
+    elif kind == "peft":
         job = plan_peft(adapter, base, reader)
     elif kind == "llava-lora":
         job = plan_llava_lora(adapter, base, vision_tower, reader)

@@ -77,7 +77,11 @@ def plan_llava_lora(lora_dir: Path, base: str | Path | None, vision_tower: str |
     items = original_items(base_refs, base_dir, spec=None)
     counts = attach(items, adapter, NameIndex([it.src.key for it in items]), "language-model")
     counts["non_lora"] = _add_non_lora(items, lora_dir, reader)
-    tower = add_vision_tower(items, orig, vision_tower, reader)
+    try:
+        tower = add_vision_tower(items, orig, vision_tower, reader)
+    except UsageError as e:
+        raise UsageError(f"{e}; or keep LLaVA's own layout, whose builder loads the tower by name: "
+                         "`vlm-doctor merge RUN --layout llava -o OUT`") from None
     tok_dir = lora_dir if has_tokenizer(lora_dir) else base_dir
     spec = make_spec(orig, text, items, tower, tok_dir, base_dir / "generation_config.json")
     job = finish_job("llava-lora", items, spec, reader, {"base": str(base_dir), "adapter": str(lora_dir)})

@@ -57,11 +57,13 @@ def loader_report(path: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def assert_agrees(path: Path) -> Any:
-    """vlm-doctor's prediction == transformers' own load report."""
+    """vlm-doctor's prediction == transformers' own load report, from the template and from the build."""
     from doctor.checks.checkpoint.expected import predict_load
     from doctor.checks.checkpoint.fixtures import read_model_weights
 
-    pred = predict_load(path, read_model_weights(path))
+    weights = read_model_weights(path)
+    pred = predict_load(path, weights)  # from the config's template (learned on first use)
+    assert pred == predict_load(path, weights, use_templates=False)  # == the model built on the meta device
     model, info = loader_report(path)
     assert sorted(pred.missing) == sorted(info["missing_keys"])
     assert pred.unexpected_as_loaded == sorted(info["unexpected_keys"])

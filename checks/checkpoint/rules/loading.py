@@ -1,6 +1,8 @@
 """CKP100, CKP104-CKP106: the weights against the model built from config.json on the meta device,
-reproducing ``from_pretrained``'s load report (``doctor.checks.checkpoint.expected``). These checks declare
-torch and transformers and are skipped without them."""
+reproducing ``from_pretrained``'s load report (``doctor.checks.checkpoint.expected``). The model is
+built once per config structure and remembered as a template (``doctor.checks.checkpoint.templates``),
+so a warm run imports neither torch nor transformers. These checks declare torch and transformers
+(the first run of a config needs them) and are skipped without them."""
 
 from __future__ import annotations
 
