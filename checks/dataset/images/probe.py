@@ -1,7 +1,8 @@
 """Check every image a dataset references, once per distinct path, in parallel.
 
 Levels (``--images``): ``exists`` stats the file; ``header`` also reads its first bytes (format,
-size, decompression bomb, lying extension, an obviously cut file); ``decode`` also decodes a
+size, decompression bomb, lying extension; a file that looks cut is decoded, that one alone, so
+its verdict is certain); ``decode`` also decodes a
 sample (``--decode-sample``) the way LLaVA does (``Image.open(...).convert("RGB")``), which is
 the only way to see a truncated JPEG for sure (``verify()`` is a no-op for JPEG).
 
@@ -140,12 +141,14 @@ class Prober:
         if h in (1, 3) and w:
             problems.append((TOO_SMALL, WARNING, f"{w}x{h} pixels: an RGB array of height {h} makes transformers' "
                                                  "image processors guess channels-first (infer_channel_dimension_format)"))
-        if self.level == "decode" and not bomb and self._sampled(ref):
+        if bomb:
+            return
+        if note or (self.level == "decode" and self._sampled(ref)):
+            # A suspicious header (no end marker, a size the header disagrees with) is settled by
+            # decoding this one image: the verdict is Pillow's, never a guess.
             failure = self._decode(full)
             if failure:
-                problems.append((CORRUPT, ERROR, failure))
-        elif note:
-            problems.append((CORRUPT, WARNING, note + " (a header-level guess; --images decode confirms)"))
+                problems.append((CORRUPT, ERROR, failure + (f" ({note})" if note else "")))
 
     def _sampled(self, ref: str) -> bool:
         if self.decode_percent >= 100:

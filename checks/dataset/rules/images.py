@@ -158,9 +158,13 @@ class ImageCorrupt(ImageCheck):
     """An image is truncated or corrupt.
 
     ## What it does
-    `--images header`: a header that does not parse is an error; a missing end marker (JPEG FFD9,
-    PNG IEND) or a WEBP shorter than its RIFF size is a warning. `--images decode` decodes the
-    image (or a `--decode-sample`) like LLaVA, `Image.open(...).convert("RGB")`, and makes it sure.
+    `--images header`: a header that does not parse is an error. A suspicious file (no JPEG
+    end-of-image marker FFD9 or PNG IEND in its last bytes, a WEBP shorter than its RIFF size) is
+    decoded, that image alone, exactly as LLaVA does (`Image.open(...).convert("RGB")`): an error
+    when the decode fails, nothing when it succeeds (a valid JPEG with bytes after its end
+    marker). `--images decode` decodes every image (or a `--decode-sample`) the same way.
+    Severity: error, because only images Pillow really fails to decode are reported, and that
+    failure kills the data-loader worker.
 
     ## Why is this bad?
     A truncated JPEG opens and reports its size, `verify()` passes (a no-op for JPEG), and only
