@@ -33,13 +33,13 @@ def check_order(P: Problems, rec: dict, i: int, line: int, col: int, roles: list
         if llava:
             P.record(FIRST_NOT_USER, i, line, col, (field, k, "from"),
                      f"{describe(i, rec)} opens with a {r!r} turn; LLaVA's preprocess silently drops a first "
-                     "turn that is not from the human", severity=WARNING,
+                     "turn that is not from the human (the rest trains as written)", severity=WARNING,
                      fix=repair("drop the first turn, as train.py does"))
         else:
             P.record(FIRST_NOT_USER, i, line, col, (field, k, "role"),
                      f"{describe(i, rec)}: the first message (after any system prompt) is from {r!r}; chat "
                      "templates raise \"Conversation roles must alternate user/assistant/...\" and "
-                     "LLaMA-Factory skips the record (\"Invalid role tag\")", severity=WARNING, fix=DROP_LEADING)
+                     "LLaMA-Factory skips the record (\"Invalid role tag\")", severity=Severity.ERROR, fix=DROP_LEADING)
         seq = seq[1:]
         while not llava and seq and seq[0][1] != user:
             seq = seq[1:]
@@ -69,12 +69,13 @@ def check_placeholders(P: Problems, rec: dict, i: int, line: int, col: int, n_im
     if n_images == 0:
         if total:
             j = placeholders[0][0]
-            why = ("LLaVA tokenizes it as plain text; transformers' processors raise because image tokens and "
-                   "images do not match" if llava else
-                   "LLaMA-Factory and transformers' processors raise because image tokens and images do not match")
+            why = (f"transformers' processors raise \"Found {total} <image> tokens in the text but no images were "
+                   "passed\"" + ("; LLaVA's train.py tokenizes it as plain text and trains on it" if llava else
+                                  "; LLaMA-Factory raises \"The number of images does not match the number of "
+                                  "<image> tokens\""))
             P.record(PH_WITHOUT_IMAGE, i, line, col, (field, j, value_key),
                      f"{describe(i, rec)} has {total} image placeholder(s) but no image: {why}",
-                     severity=WARNING, fix=REMOVE_PLACEHOLDER)
+                     fix=REMOVE_PLACEHOLDER)
         return
     one = n_images == 1
     mismatch = ("transformers' processors raise \"Image features and image tokens do not match\"" if llava else

@@ -156,8 +156,20 @@ def test_paths_that_leave_the_image_folder(tmp_path):
                               "link.png", "mounted/x.png", "in.png"])
     findings = by_code(check(path, image_folder=str(root)))["DAT209"]
     got = {f.location.record: f.severity.value for f in findings}
-    assert got == {0: "error", 1: "error", 2: "warning", 3: "error", 4: "warning"}
+    # `..` and a file symlink out of the folder: errors; absolute paths (inside or outside) are a
+    # portability warning, since LLaVA's join reads them as they are; a mounted folder: warning.
+    assert got == {0: "error", 1: "warning", 2: "warning", 3: "error", 4: "warning"}
     assert os.path.join(str(root), str(outside / "out.png")) == str(outside / "out.png")  # LLaVA's join
+    assert "DAT201" not in by_code(check(path, image_folder=str(root)))  # every file exists
+
+
+def test_absolute_path_to_a_missing_file_is_missing_not_escaping(tmp_path):
+    root = tmp_path / "images"
+    make_image(root / "in.png")
+    path = dataset(tmp_path, [str(tmp_path / "gone" / "x.png"), "in.png"])
+    codes = by_code(check(path, image_folder=str(root)))
+    assert [(f.location.record, f.severity.value) for f in codes["DAT209"]] == [(0, "warning")]
+    assert [f.location.record for f in codes["DAT201"]] == [0]  # the missing file is the error
 
 
 def test_wrong_default_folder_reported_once_with_the_right_one(tmp_path):

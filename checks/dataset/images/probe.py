@@ -53,9 +53,10 @@ class Prober:
         if os.path.isabs(ref):
             full = os.path.normpath(ref)
             inside = full.startswith(self.prefix)
-            problems.append((ESCAPE, WARNING if inside else ERROR,
-                             "an absolute path: os.path.join(image_folder, path) discards the image folder"
-                             + ("" if inside else f" and reads {full}, outside {self.root}")))
+            problems.append((ESCAPE, WARNING,
+                             "an absolute path: os.path.join(image_folder, path) discards the image folder and reads "
+                             f"{full} as it is{'' if inside else f', outside {self.root}'}; it works only where that "
+                             "file exists (the dataset breaks when moved)"))
         else:
             full = os.path.normpath(os.path.join(self.root, ref))
             if not full.startswith(self.prefix):

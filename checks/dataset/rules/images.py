@@ -30,6 +30,8 @@ class ImageMissing(ImageCheck):
     `Image.open` raises FileNotFoundError in a data-loader worker when the record's batch comes up;
     the run dies hours in, or (with a try/except loader) the record silently trains as text.
 
+    Severity: error, because Image.open raises FileNotFoundError.
+
     ## Example
     `"image": "coco/train2017/000000033471.jpg"` with `coco/` never unpacked.
 
@@ -52,6 +54,8 @@ class ImageIsFolder(ImageCheck):
     `Image.open` raises IsADirectoryError. It usually means the path was truncated or the image
     field holds a prefix.
 
+    Severity: error, because Image.open raises IsADirectoryError.
+
     ## Example
     `"image": "coco/train2017/"`
 
@@ -73,6 +77,8 @@ class ImageEmpty(ImageCheck):
     ## Why is this bad?
     `Image.open` raises "cannot identify image file". Zero-byte files come from interrupted
     downloads and copies that ran out of space.
+
+    Severity: error, because Image.open raises UnidentifiedImageError.
 
     ## Example
     `ls -l` shows `0 Jan 1 000000033471.jpg`.
@@ -97,6 +103,8 @@ class ImageUnreadable(ImageCheck):
     The training job, often running as another user or on another node, fails with
     PermissionError or OSError in a data-loader worker.
 
+    Severity: error, because opening the file raises.
+
     ## Example
     Images unpacked by root with mode 600.
 
@@ -119,6 +127,8 @@ class NotAnImage(ImageCheck):
     `Image.open` raises `UnidentifiedImageError: cannot identify image file`. Typical causes: an
     HTML error page saved as .jpg, a Git LFS pointer, a text placeholder.
 
+    Severity: error, because Image.open raises UnidentifiedImageError.
+
     ## Example
     `images/1.png` that starts with `<!DOCTYPE html>`.
 
@@ -140,6 +150,9 @@ class ImageExtensionMismatch(ImageCheck):
     ## Why is this bad?
     Pillow (and so LLaVA) ignores the extension, but tools that trust it do not: web dataset
     writers, mime-type based loaders, some augmentation libraries and image viewers.
+
+    Severity: warning, because Pillow ignores the extension, so LLaVA loads the image; other tools
+    may not.
 
     ## Example
     PNG bytes in `0001.jpg`.
@@ -193,6 +206,9 @@ class DecompressionBomb(ImageCheck):
     Above the limit `Image.open` warns; above twice the limit it raises DecompressionBombError. A
     small file can declare gigapixels and exhaust a worker's memory when decoded.
 
+    Severity: error above twice the limit (Image.open raises DecompressionBombError); warning
+    between 1x and 2x (it only warns).
+
     ## Example
     A 400-byte PNG whose IHDR says 20000 x 20000.
 
@@ -209,13 +225,20 @@ class ImagePathEscapesRoot(ImageCheck):
     """An image path leaves the image folder.
 
     ## What it does
-    Reports absolute paths, paths whose `..` lead out of the image folder, image symlinks that point
-    outside it (errors), and folder symlinks that do (warnings: often a deliberately mounted dataset).
+    Reports paths whose `..` lead out of the image folder and image symlinks that point outside it
+    (errors), absolute paths (a portability warning: LLaVA reads them as they are, so they work
+    where the file exists; a missing file is DAT201) and folder symlinks that leave the folder
+    (warnings: often a deliberately mounted dataset).
 
     ## Why is this bad?
     LLaVA reads `os.path.join(image_folder, image)`: an absolute path discards the folder, and `..`
     or a link reads whatever file it names. The dataset breaks when moved, and an untrusted dataset
     can make training read any file the job can.
+
+    Severity: error for `..` and image symlinks that leave the image folder (an untrusted dataset
+    reads any file the job can); warning for an absolute path (LLaVA's os.path.join reads it as it
+    is, so it works where the file exists, but not when the dataset moves) and for a folder symlink
+    (often a deliberately mounted dataset).
 
     ## Example
     `"image": "../../secrets/id_rsa"` or `"image": "/home/alice/data/1.jpg"`.
@@ -240,6 +263,8 @@ class ImageFolderWrong(ImageCheck):
     ## Why is this bad?
     LLaVA joins every path to `--image_folder`; with the wrong folder no image loads.
 
+    Severity: error, because no image loads from the wrong folder.
+
     ## Example
     `data.json` next to `images/`, with paths like `"coco/1.jpg"` that live in `images/coco/`.
 
@@ -263,6 +288,9 @@ class ImageTooSmall(ImageCheck):
     (`infer_channel_dimension_format`): an RGB array of shape (3, W, 3) or (1, W, 3) is read as
     channels-first, so the image is resized and normalised along the wrong axes or the processor
     raises.
+
+    Severity: warning, because the PIL-input path that LLaVA, TRL and LLaMA-Factory use handles it;
+    only numpy input is misread.
 
     ## Example
     A 640 x 3 separator strip saved as an image.

@@ -20,6 +20,9 @@ class InvalidJson(DatasetCheck):
     LLaVA's train.py loads the whole file with `json.load`: one error and training does not start
     (`json.decoder.JSONDecodeError: Expecting ',' delimiter`). JSON Lines readers stop at the line.
 
+    Severity: error, because `json.load` (LLaVA) and JSON Lines readers (datasets, LLaMA-Factory, TRL)
+    raise.
+
     ## Example
     `[{"id": "1", ...} {"id": "2", ...}]` (a missing comma between two records).
 
@@ -45,6 +48,8 @@ class NotUtf8(DatasetCheck):
     `json.load(open(path))` decodes UTF-8 (on Linux) and raises `UnicodeDecodeError`; `datasets`
     refuses the file too. Nothing after the bad byte is checked.
 
+    Severity: error, because the UTF-8 decode raises in every loader.
+
     ## Example
     A file saved as Latin-1 or GBK: `"value": "caf\\xe9"`.
 
@@ -68,6 +73,8 @@ class Utf8Bom(DatasetCheck):
     Python's `json` refuses text that starts with U+FEFF: `json.load(open(path))` raises
     "Unexpected UTF-8 BOM (decode using utf-8-sig)". Windows editors add the mark silently.
 
+    Severity: error, because `json.load`(open(path)) raises "Unexpected UTF-8 BOM".
+
     ## Example
     The bytes `EF BB BF` before `[`.
 
@@ -90,6 +97,8 @@ class TrailingComma(DatasetCheck):
     JSON has no trailing commas: `json.load` raises "Expecting value" at the `]`. The sample in
     LLaVA's docs/Finetune_Custom_Data.md has this mistake, so hand-made files copy it.
 
+    Severity: error, because `json.load` raises "Expecting value".
+
     ## Example
     `[{"id": "1", "conversations": [...]},\\n]`
 
@@ -110,6 +119,8 @@ class JsonLinesInJsonFile(DatasetCheck):
 
     ## Why is this bad?
     LLaVA's train.py calls `json.load`, which raises "Extra data" after the first record.
+
+    Severity: error, because `json.load` raises "Extra data".
 
     ## Example
     `{"id": "1", ...}\\n{"id": "2", ...}` saved as `data.json`.
@@ -133,6 +144,9 @@ class JsonLinesForLlava(DatasetCheck):
     ## Why is this bad?
     haotian-liu/LLaVA's train.py reads its data with `json.load` and fails with "Extra data" on JSON
     Lines. LLaVA-NeXT and LLaMA-Factory read `.jsonl`, so this is only information for them.
+
+    Severity: info, because LLaVA-NeXT and LLaMA-Factory read it; only haotian-liu/LLaVA does not,
+    and DAT005 covers a `.json` file.
 
     ## Example
     `train.jsonl` with `{"id": ..., "image": ..., "conversations": [...]}` per line, passed to
@@ -158,6 +172,8 @@ class ArrayInJsonLinesFile(DatasetCheck):
     JSON Lines readers (`datasets`, LLaMA-Factory) parse the file line by line: the first line `[`
     or a line ending in `,` is not a JSON value, and loading fails.
 
+    Severity: error, because a line-by-line JSON Lines reader fails on the first line.
+
     ## Example
     `json.dump(records, open("train.jsonl", "w"), indent=2)`
 
@@ -180,6 +196,9 @@ class TopLevelNotArray(DatasetCheck):
     ## Why is this bad?
     LLaVA's dataset takes `len()` of the loaded value and indexes it: a dict gives its keys (or a
     KeyError), never records.
+
+    Severity: error, because LLaVA's dataset indexes the loaded value as a list of records and
+    fails.
 
     ## Example
     `{"data": [{"id": "1", "conversations": [...]}, ...]}`
@@ -204,6 +223,8 @@ class EmptyDataset(DatasetCheck):
     The trainer stops with "num_samples should be a positive integer value, but got num_samples=0",
     after the model has loaded, minutes into the job.
 
+    Severity: error, because the trainer raises on zero samples.
+
     ## Example
     A conversion script that wrote `[]` because its filter matched nothing.
 
@@ -227,6 +248,8 @@ class NestingTooDeep(DatasetCheck):
     JSON array", and other tools on the pipeline (older orjson) crash harder. Real records never
     nest this deep: the file is damaged or hostile.
 
+    Severity: error, because json raises RecursionError.
+
     ## Example
     `[[[[[[...` repeated thousands of times.
 
@@ -249,6 +272,8 @@ class NotOneRecordPerLine(DatasetCheck):
     ## Why is this bad?
     JSON Lines readers take exactly one record per line; a pretty-printed record is split into
     invalid pieces and loading fails.
+
+    Severity: error, because JSON Lines readers fail on the split record.
 
     ## Example
     `json.dump(record, f, indent=2)` once per record into `train.jsonl`.

@@ -19,6 +19,8 @@ class RecordNotObject(DatasetCheck):
     LLaVA's dataset does `'image' in sources[0]` and `sources[0]["conversations"]`: a string gives
     nonsense, a list or number raises TypeError in the middle of an epoch.
 
+    Severity: error, because the loader raises TypeError on the record.
+
     ## Example
     `[{"id": "1", "conversations": [...]}, "1.jpg", null]`
 
@@ -41,6 +43,8 @@ class UnknownRecordFormat(DatasetCheck):
     ## Why is this bad?
     LLaVA's dataset reads `record["conversations"]` (KeyError); TRL and LLaMA-Factory read
     `messages`. An Alpaca-style file (`instruction`/`output`) or a VQA dump trains nothing here.
+
+    Severity: error, because no loader knows the records (LLaVA raises KeyError on `conversations`).
 
     ## Example
     `[{"question": "...", "answer": "...", "image": "1.jpg"}]`
@@ -66,6 +70,8 @@ class MissingField(DatasetCheck):
     The loaders index these fields directly: LLaVA's preprocess raises `KeyError: 'from'` or
     `KeyError: 'value'` when the batch holding the record comes up, hours into a run.
 
+    Severity: error, because the loader indexes the field and raises KeyError.
+
     ## Example
     `{"from": "gpt", "text": "A cat."}` (`text` instead of `value`).
 
@@ -89,6 +95,8 @@ class WrongFieldType(DatasetCheck):
     LLaVA's `modality_lengths` calls `value.split()` (AttributeError on a number) and
     `os.path.join(image_folder, None)` raises TypeError, in a data-loader worker mid-epoch.
 
+    Severity: error, because the loader raises TypeError / AttributeError on the value.
+
     ## Example
     `{"from": "gpt", "value": 42}` or `"image": null`.
 
@@ -110,6 +118,8 @@ class EmptyField(DatasetCheck):
     ## Why is this bad?
     LLaVA's preprocess reads `source[0]` (IndexError on no turns); `os.path.join(image_folder, "")`
     is the folder itself, and `Image.open` raises IsADirectoryError.
+
+    Severity: error, because the loader raises (IndexError, IsADirectoryError).
 
     ## Example
     `{"id": "7", "image": "", "conversations": [...]}`
@@ -135,6 +145,9 @@ class DuplicateId(DatasetCheck):
     a conversion loop wrote the same sample again: those samples get double weight, and
     evaluation splits by id leak.
 
+    Severity: warning, because no loader fails and each record trains as written; the duplicate is a
+    likely mistake, not a certain one.
+
     ## Example
     Two records with `"id": "000000033471"`.
 
@@ -158,6 +171,9 @@ class MixedFieldTypes(DatasetCheck):
     ## Why is this bad?
     `datasets.load_dataset("json", ...)` builds one Arrow column per field and fails on mixed types
     ("changed from string to number"), which LLaMA-Factory and TRL use to load data.
+
+    Severity: warning, because `json.load` (LLaVA) does not care; datasets-based loaders may refuse
+    the column, which this check names.
 
     ## Example
     `{"id": "000123", ...}` and `{"id": 124, ...}` in one file.

@@ -32,6 +32,9 @@ class RecordTruncated(TokenCheck):
     Both LLaVA and transformers truncate silently: the last answers are cut, mid-sentence, and the
     model learns to stop early.
 
+    Severity: warning, because the record still trains its first part; losing its end may be
+    acceptable.
+
     ## Example
     A 3,000-word answer with `--model_max_length 2048`.
 
@@ -55,6 +58,8 @@ class AnswersTruncated(TokenCheck):
     ## Why is this bad?
     After truncation only masked prompt tokens remain: the record trains nothing, and a batch made
     only of such records has a NaN loss.
+
+    Severity: error, because the record silently trains nothing.
 
     ## Example
     Four images of 2,880 llava_next tokens each before a one-line answer, with 8192 tokens allowed.
@@ -80,6 +85,9 @@ class ImageTokensTruncated(TokenCheck):
     processors refuse earlier with "Mismatch in `image` token count"); LLaVA trains on a partial
     image.
 
+    Severity: error, because the model gets fewer image tokens than image features and raises, or
+    trains on a cut image.
+
     ## Example
     A 2,000-token question followed by `<image>` with a 2048 limit.
 
@@ -103,6 +111,8 @@ class DatasetSummary(DatasetCheck):
     ## Why is this bad?
     Nothing is wrong; these are the numbers to compare with what you meant to train on (a mix
     with 10x fewer images than expected lost a folder).
+
+    Severity: info, because numbers, no problem.
 
     ## Example
     `665,298 records (624,610 with images), 624,255 distinct images, 2-68 turns (median 4)`
@@ -133,6 +143,8 @@ class ImageSummary(DatasetCheck):
     ## Why is this bad?
     Nothing is wrong; the shapes decide the image tokens of llava_next (anyres) models and show
     odd sources (thumbnails, panoramas).
+
+    Severity: info, because numbers, no problem.
 
     ## Example
     `3,000 images: 640x480 median (5%-95%: 320-1024 wide), aspect 0.75-1.78, 70% landscape; JPEG 2,900`
@@ -166,6 +178,8 @@ class TokenSummary(TokenCheck):
     ## Why is this bad?
     Nothing is wrong; the percentiles tell you what `model_max_length` the data needs and how much
     padding a batch carries.
+
+    Severity: info, because numbers, no problem.
 
     ## Example
     `tokens per record: p50 310, p90 720, p99 1,650, max 3,420; 12 records over 2,048`

@@ -21,6 +21,9 @@ class UnknownRole(DatasetCheck):
     LLaVA's preprocess maps roles with `roles = {"human": ..., "gpt": ...}`: `roles["user"]` raises
     `KeyError: 'user'` when the batch comes up. Chat templates skip or reject unknown roles.
 
+    Severity: error, because LLaVA raises KeyError, TRL raises ValueError ("Invalid role"); an alias
+    is still an error because the loader fails on it.
+
     ## Example
     `{"from": "user", "value": "<image>\\nWhat is this?"}` in a LLaVA file.
 
@@ -44,6 +47,10 @@ class FirstTurnNotUser(DatasetCheck):
     LLaVA's preprocess silently drops a first turn that is not from the human ("Skip the first one if
     it is not from human"): that text is never trained. Chat templates raise "Conversation roles
     must alternate user/assistant/..." and LLaMA-Factory skips the record.
+
+    Severity: warning for LLaVA records (train.py drops the leading turn on purpose and trains the
+    rest as written); error for messages records, which LLaMA-Factory drops whole and chat templates
+    refuse.
 
     ## Example
     `[{"from": "gpt", "value": "Hello!"}, {"from": "human", ...}, {"from": "gpt", ...}]`
@@ -70,6 +77,9 @@ class RolesNotAlternating(DatasetCheck):
     LLaVA raises `AssertionError` (`assert role == conv.roles[j % 2]`) in a data-loader worker and
     the run dies; chat templates raise "Conversation roles must alternate".
 
+    Severity: error, because LLaVA's assert and chat templates raise; LLaMA-Factory drops the
+    record.
+
     ## Example
     Two `gpt` turns in a row.
 
@@ -92,6 +102,9 @@ class EmptyTurn(DatasetCheck):
     ## Why is this bad?
     An empty answer trains the model to stop at once; an empty question trains an answer to
     nothing. Both usually come from a failed generation or conversion step.
+
+    Severity: warning, because every loader trains the empty turn as written; it is likely, not
+    certainly, a mistake.
 
     ## Example
     `{"from": "gpt", "value": ""}`
@@ -116,6 +129,9 @@ class NoAssistantTurn(DatasetCheck):
     Only assistant tokens carry labels: the record's labels are all masked, it trains nothing, and a
     batch made only of such records gives a NaN loss.
 
+    Severity: error, because the record silently trains nothing (LLaMA-Factory drops it; LLaVA masks
+    every label).
+
     ## Example
     `"conversations": [{"from": "human", "value": "<image>\\nDescribe it."}]`
 
@@ -138,6 +154,10 @@ class ImagePlaceholderMissing(DatasetCheck):
     LLaVA appends the image features with length 0 when no placeholder is found
     (`cur_image_features[0:0]`): the image is silently ignored and the record trains as text.
     transformers' processors and LLaMA-Factory raise a count mismatch instead.
+
+    Severity: error for LLaVA records (the image is silently ignored) and LLaMA-Factory records (it
+    raises); a warning for messages records with plain-string content, which TRL accepts (it inserts
+    the image before the first user message).
 
     ## Example
     `{"image": "1.jpg", "conversations": [{"from": "human", "value": "What is this?"}, ...]}`
@@ -163,6 +183,9 @@ class ImagePlaceholderCount(DatasetCheck):
     tokens do not match". Two `<image>` in one LLaVA turn collapse into one there, but not in
     transformers.
 
+    Severity: error, because transformers' processors and LLaMA-Factory raise on the mismatch; LLaVA
+    runs out of features.
+
     ## Example
     `"value": "<image>\\nDescribe <image>"` with one image.
 
@@ -186,6 +209,9 @@ class ImagePlaceholderWithoutImage(DatasetCheck):
     LLaVA tokenizes `<image>` as plain text in text-only records; transformers' processors raise
     because they find image tokens and no images. Usually the image key was lost in a conversion.
 
+    Severity: error, because transformers' processors raise "Found 1 <image> tokens in the text but
+    no images were passed"; LLaVA trains on the literal text.
+
     ## Example
     `{"conversations": [{"from": "human", "value": "<image>\\nWhat is it?"}, ...]}` with no `image`.
 
@@ -195,7 +221,6 @@ class ImagePlaceholderWithoutImage(DatasetCheck):
 
     code = "DAT112"
     name = "image-placeholder-without-image"
-    severity = Severity.WARNING
 
 
 @register
@@ -209,6 +234,9 @@ class ImagePlaceholderMisplaced(DatasetCheck):
     LLaVA moves `<image>` to the start of the turn that holds it, not to the first turn: the model
     reads the first question without the image. In an answer, the image sits inside the text the
     model is trained to produce.
+
+    Severity: warning, because the record loads and trains; only where the image sits differs from
+    what was likely meant.
 
     ## Example
     `[{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "<image>\\nA cat."}]`
@@ -233,6 +261,9 @@ class MultiImageRecords(DatasetCheck):
     haotian-liu/LLaVA's train.py opens `record["image"]` as one path: a list raises TypeError in
     `os.path.join`, and an `images` key is ignored (the record trains as text with a literal
     `<image>`). LLaVA-NeXT, LLaMA-Factory and transformers' processors accept lists.
+
+    Severity: info, because LLaVA-NeXT, LLaMA-Factory and transformers accept several images; only
+    haotian-liu/LLaVA does not.
 
     ## Example
     `{"image": ["a.jpg", "b.jpg"], "conversations": [...]}`
