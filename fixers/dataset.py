@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from doctor.checks.dataset.file_level import wrapped_records_key
 from doctor.checks.dataset.repair import DROPPABLE, Rechecker, repair
+from doctor.checks.dataset.records import detect_format
 
 from doctor.atomic import atomic_file
 from doctor.findings import Applicability
@@ -103,7 +104,7 @@ class _Plan:
         found = self.recheck(value, index)
         new, changes = value, []
         todo = found.keys() & self.codes | ({"DAT016"} & self.codes)
-        if todo:  # copy and repair only what this record needs
+        if todo and self.fmt != "alpaca":  # copy and repair only what this record needs (alpaca: drops only)
             new, changes = repair(value, self.fmt, todo, self.unsafe)
             if changes:
                 found = self.recheck(new, index)
@@ -196,11 +197,11 @@ def _probe(src: Path) -> tuple[JsonStream, Any, str | None]:
         if k == 0:
             first = value
         if fmt is None and k < 100 and isinstance(value, dict):
-            fmt = "llava" if "conversations" in value else "messages" if "messages" in value else None
+            fmt = detect_format(value)
     key = wrapped_records_key(first) if stream.records == 1 else None
     if fmt is None and key:
         inner = first[key][0]
-        fmt = "llava" if "conversations" in inner else "messages" if "messages" in inner else None
+        fmt = detect_format(inner) if isinstance(inner, dict) else None
     return stream, first, fmt
 
 

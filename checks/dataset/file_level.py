@@ -46,10 +46,10 @@ def file_problems(scan: DatasetScan) -> None:
     if scan.fmt == "llava" and checker is not None and checker.multi_image:
         first = checker.multi_image_first
         P.add("DAT114", Problem(
-            f"{checker.multi_image:,} record(s) have several images (a list, or an \"images\" key), first "
+            f"{checker.multi_image:,} record(s) have a list of images under \"image\", first "
             f"record {first}: haotian-liu/LLaVA's train.py opens record[\"image\"] as one path (a list raises "
-            "TypeError, \"images\" is ignored); LLaVA-NeXT, LLaMA-Factory and transformers' processors take "
-            "lists", first, f"/{first}", scan.lines[first] if first is not None else None,
+            "TypeError); LLaVA-NeXT and transformers' processors take lists (records with \"images\" are "
+            "LLaMA-Factory sharegpt records, which take lists)", first, f"/{first}", scan.lines[first] if first is not None else None,
             severity=Severity.INFO))
 
 

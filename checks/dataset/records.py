@@ -17,9 +17,10 @@ from array import array
 from operator import itemgetter
 from typing import Any
 
+from doctor.checks.dataset.alpaca import check_alpaca
 from doctor.checks.dataset.common import DROP, Problems, describe, kind, repair
 from doctor.checks.dataset.messages import check_messages
-from doctor.checks.dataset.order import check_order, check_placeholders
+from doctor.checks.dataset.order import SHAREGPT_TAGS, check_order, check_placeholders, check_sharegpt
 
 from doctor.findings import Severity
 
@@ -98,7 +99,7 @@ class RecordChecker:
             alternating = roles == (_ALTERNATING[len(roles)] if len(roles) < 64 else _alternating(len(roles))) and len(roles) > 1
             if not alternating:
                 roles = [r if r == "human" or r == "gpt" else self._llava_role(rec, i, j, line, col, r)
-                         for j, r in enumerate(roles)]
+                         for j, r in enumerate(roles)] if not self._sharegpt(rec, roles) else roles
             if not all(values) or any(map(str.isspace, values)):
                 for j, value in enumerate(values):
                     if not value or value.isspace():
@@ -110,8 +111,11 @@ class RecordChecker:
             else:
                 placeholders = [(j, v.count(IMAGE_TOKEN)) for j, v in enumerate(values) if IMAGE_TOKEN in v]
         self.chars.append(chars)
-        if not alternating and None not in roles:
-            check_order(P, rec, i, line, col, roles, "human", "gpt", "conversations", True)
+        if (not alternating or len(roles) % 2) and None not in roles:
+            if self._sharegpt(rec, roles):
+                roles = check_sharegpt(P, rec, i, line, col, roles)
+            elif not alternating:
+                check_order(P, rec, i, line, col, roles, "human", "gpt", "conversations", True)
         if n_images >= 0 and (placeholders or n_images) and not (
             n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
         ):
@@ -132,7 +136,8 @@ class RecordChecker:
                 roles.append(None)
                 continue
             frm = turn.get("from", _MISSING)
-            roles.append(frm if frm == "human" or frm == "gpt" else self._llava_role(rec, i, j, line, col, frm))
+            roles.append(frm if frm == "human" or frm == "gpt" or (frm in SHAREGPT_TAGS and self._sharegpt(rec, [frm]))
+                         else self._llava_role(rec, i, j, line, col, frm))
             value = turn.get("value", _MISSING)
             if type(value) is str:
                 chars += len(value)
@@ -161,11 +166,10 @@ class RecordChecker:
                 return -1
             self.records_with_images += 1
             self._ref(image, i, (key,))
-            if key == "images":
-                self._multi(i)
             return 1
         if type(image) is list:
-            self._multi(i)
+            if key == "image":  # "images" is LLaMA-Factory's sharegpt column, which takes lists
+                self._multi(i)
             if not image:
                 self.problems.record(EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty list", fix=DROP)
@@ -181,6 +185,13 @@ class RecordChecker:
             return len(image) if ok else -1
         self._field_problem(rec, i, line, col, (key,), image, "a path string (or a list of them)")
         return -1
+
+    @staticmethod
+    def _sharegpt(rec: dict, roles: list[Any]) -> bool:
+        """Is this ``conversations`` record meant for LLaMA-Factory's sharegpt converter rather
+        than LLaVA's train.py? It is when it lists its images under ``images`` (LLaMA-Factory's
+        column; LLaVA reads ``image``) or uses sharegpt's tool tags, which LLaVA never had."""
+        return "images" in rec or ("observation" in roles or "function_call" in roles) and "image" not in rec
 
     def _llava_role(self, rec: dict, i: int, j: int, line: int, col: int, frm: Any) -> str | None:
         parts = ("conversations", j, "from")
@@ -199,9 +210,18 @@ class RecordChecker:
                              "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
         return None
 
-    # ---- messages --------------------------------------------------------------------------
+    # ---- messages, alpaca ------------------------------------------------------------------
     def messages(self, rec: dict, i: int, line: int, col: int) -> None:
         check_messages(self, rec, i, line, col)
+
+    def alpaca(self, rec: dict, i: int, line: int, col: int) -> None:
+        check_alpaca(self, rec, i, line, col)
+
+    def check(self, fmt: str, rec: Any, i: int, line: int = 0, col: int = 0) -> None:
+        """The per-record entry point for any source of records (a JSON stream, parquet or arrow
+        rows as dicts): ``fmt`` is "llava", "messages" or "alpaca" (see ``detect_format``);
+        ``line``/``col`` may be 0 where the source has no text positions."""
+        getattr(self, fmt)(rec, i, line, col)
 
     # ---- shared ----------------------------------------------------------------------------
     def _ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
@@ -236,4 +256,17 @@ class RecordChecker:
                              "or whitespace only", fix=DROP)
 
 
-__all__ = ["RecordChecker", "IMAGE_TOKEN", "WARNING"]
+def detect_format(rec: dict) -> str | None:
+    """The record format a record is written in: "llava" (``conversations``, also
+    LLaMA-Factory's sharegpt), "messages" (TRL, LLaMA-Factory openai and v1) or "alpaca"
+    (LLaMA-Factory's ``instruction``/``output``); None when none fits."""
+    if "conversations" in rec:
+        return "llava"
+    if "messages" in rec:
+        return "messages"
+    if "instruction" in rec or ("output" in rec and "input" in rec):
+        return "alpaca"
+    return None
+
+
+__all__ = ["RecordChecker", "IMAGE_TOKEN", "WARNING", "detect_format"]

@@ -57,7 +57,7 @@ class Rechecker:
         if not isinstance(rec, dict):
             return {"DAT010": f"record {index} is not an object"}
         problems = self.checker.problems = Problems(cap=100)
-        (self.checker.llava if self.fmt == "llava" else self.checker.messages)(rec, index, 0, 0)
+        self.checker.check(self.fmt, rec, index)
         return {code: samples[0].message for code, samples in problems.samples.items()}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from doctor.checks.dataset.common import DROP, Problem, Problems, repair
 from doctor.checks.dataset.file_level import file_problems
-from doctor.checks.dataset.records import RecordChecker
+from doctor.checks.dataset.records import RecordChecker, detect_format
 
 from doctor.findings import Severity
 from doctor.io.jsonstream import JsonStream, ParseError, read_value_at
@@ -124,20 +124,19 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None) -> Datas
 
 
 def _detect(rec: dict, scan: DatasetScan, checker: RecordChecker) -> Callable[[dict, int, int, int], None] | None:
-    if "conversations" in rec:
-        scan.fmt = "llava"
-        return checker.llava
-    if "messages" in rec:
-        scan.fmt = "messages"
-        return checker.messages
-    return None
+    fmt = detect_format(rec)
+    if fmt is None:
+        return None
+    scan.fmt = fmt
+    return getattr(checker, fmt)
 
 
 def _unknown_format(problems: Problems, pending: list[tuple[dict, int, int, int]]) -> None:
     rec, i, line, col = pending[0]
     keys = ", ".join(f'"{k}"' for k in list(rec)[:8]) or "no keys"
     problems.add("DAT011", Problem(
-        f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA) nor \"messages\"; "
+        f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA, sharegpt) nor \"messages\" "
+        "(TRL, LLaMA-Factory) nor \"instruction\" (alpaca); "
         f"record {i} has {keys}", i, f"/{i}", line, col))
 
 

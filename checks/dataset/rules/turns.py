@@ -252,15 +252,15 @@ class ImagePlaceholderMisplaced(DatasetCheck):
 
 @register
 class MultiImageRecords(DatasetCheck):
-    """LLaVA-format records name several images (a list, or an `images` key).
+    """LLaVA-format records name several images (a list under `image`).
 
     ## What it does
-    Counts records whose `image` is a list or that use `images`, and says which trainers take them.
+    Counts records whose `image` is a list, and says which trainers take them. (Records that list
+    their images under `images` are LLaMA-Factory sharegpt records, which take lists.)
 
     ## Why is this bad?
     haotian-liu/LLaVA's train.py opens `record["image"]` as one path: a list raises TypeError in
-    `os.path.join`, and an `images` key is ignored (the record trains as text with a literal
-    `<image>`). LLaVA-NeXT, LLaMA-Factory and transformers' processors accept lists.
+    `os.path.join`. LLaVA-NeXT and transformers' processors accept lists.
 
     Severity: info, because LLaVA-NeXT, LLaMA-Factory and transformers accept several images; only
     haotian-liu/LLaVA does not.
