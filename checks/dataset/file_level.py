@@ -49,7 +49,7 @@ def file_problems(scan: DatasetScan) -> None:
             f"{checker.multi_image:,} record(s) have a list of images under \"image\", first "
             f"record {first}: haotian-liu/LLaVA's train.py opens record[\"image\"] as one path (a list raises "
             "TypeError); LLaVA-NeXT and transformers' processors take lists (records with \"images\" are "
-            "LLaMA-Factory sharegpt records, which take lists)", first, f"/{first}", scan.lines[first] if first is not None else None,
+            "LLaMA-Factory sharegpt records, which take lists)", first, f"/{first}", scan.line_of(first) if first is not None else None,
             severity=Severity.INFO))
 
 

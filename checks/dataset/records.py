@@ -14,7 +14,7 @@ This module is the hot path of a 665k-record scan: keep the common case cheap.
 from __future__ import annotations
 
 from array import array
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from doctor.checks.dataset.alpaca import check_alpaca
@@ -23,6 +23,11 @@ from doctor.checks.dataset.messages import check_messages
 from doctor.checks.dataset.order import SHAREGPT_TAGS, check_order, check_placeholders, check_sharegpt
 
 from doctor.findings import Severity
+
+try:
+    from msgspec import UNSET
+except ImportError:  # msgspec is optional: without it the scan reads every record as a dict
+    UNSET = object()
 
 IMAGE_TOKEN = "<image>"
 
@@ -120,6 +125,45 @@ class RecordChecker:
             n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
         ):
             check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations")
+
+    def llava_window(self, items: list, first: int) -> bool:
+        """Record a window of typed LLaVA records (``llava_decoder``) when no check would report
+        anything on any of them, with exactly the bookkeeping ``llava`` does; False, recording
+        nothing, as soon as one record needs the full rules (the caller then runs ``llava`` on
+        each record as a dict). The test is conservative: whatever it is unsure of goes to
+        ``llava``."""
+        chars = array("I")
+        add = chars.append
+        alternating = _ALTERNATING
+        isspace = str.isspace
+        frm, val = _FRM, _VAL
+        for r in items:
+            conv = r.conversations
+            n = len(conv)
+            if n < 2 or n >= 64 or r.images is not UNSET or list(map(frm, conv)) != alternating[n]:
+                return False
+            values = list(map(val, conv))
+            head = values[0]
+            joined = "\n".join(values)
+            if not all(values) or any(map(isspace, values)) or joined.find("<", len(head)) >= 0:
+                return False
+            image = r.image
+            if image is UNSET:
+                if IMAGE_TOKEN in head:
+                    return False
+            elif not image or head.count(IMAGE_TOKEN) != 1:
+                return False
+            add(len(joined) - n + 1)
+        self.chars.extend(chars)
+        turns = self.turns
+        for i, r in enumerate(items, first):
+            n = len(r.conversations)
+            turns[n] = turns.get(n, 0) + 1
+            image = r.image
+            if image is not UNSET:
+                self.records_with_images += 1
+                self._ref(image, i, _IMAGE_KEY)
+        return True
 
     def _llava_turns(self, rec: dict, i: int, line: int, col: int,
                      conv: list) -> tuple[list[str | None], list[tuple[int, int]], int]:
@@ -254,6 +298,23 @@ class RecordChecker:
         self.problems.record(EMPTY_TURN, i, line, col, parts,
                              f"{describe(i, rec)}: the {role!s} turn at {'/'.join(map(str, parts[:2]))} is empty "
                              "or whitespace only", fix=DROP)
+
+
+_IMAGE_KEY = ("image",)
+_FRM, _VAL = attrgetter("frm"), attrgetter("value")
+_DECODER: Any = None
+
+
+def llava_decoder() -> Any:
+    """A msgspec decoder for a list of LLaVA records whose types are right (turns from "human" or
+    "gpt" with string values, a string image, no "images"): a window of records that decodes with
+    it goes to ``RecordChecker.llava_window``; one that does not, record by record to ``llava``."""
+    global _DECODER
+    if _DECODER is None:
+        from doctor.checks.dataset.typed import LLAVA
+
+        _DECODER = LLAVA
+    return _DECODER
 
 
 def detect_format(rec: dict) -> str | None:

@@ -114,7 +114,7 @@ def _add(report: ImageReport, scan: DatasetScan, ref: str, ref_id: int, code: st
         report.bad.setdefault(ref, f"{code}: {detail}")
     report.problems.add(code, Problem(
         f"image {ref!r} (record {first}): {detail}", first, Location.json_pointer(first, *parts),
-        scan.lines[first] if first < len(scan.lines) else None, severity=sev, fix=fix, path=scan.path))
+        scan.line_of(first) if first < len(scan.lines) else None, severity=sev, fix=fix, path=scan.path))
 
 
 def _wrong_folder(report: ImageReport, scan: DatasetScan, refs: list[str], missing: int) -> None:
