@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe
 from doctor.checks.dataset.order import check_placeholders
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from doctor.checks.dataset.records import RecordChecker
 
 IMAGE_TOKEN = "<image>"
-MISSING_FIELD, WRONG_TYPE = "DAT012", "DAT013"
+MISSING_FIELD, WRONG_TYPE = DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE
 _MISSING: Any = object()
 LOADER = "LLaMA-Factory's alpaca converter"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe, repair
 from doctor.findings import Severity
 from doctor.checks.dataset.order import SIDE_ROLES, check_order, check_placeholders
@@ -36,8 +37,8 @@ IMAGE_PARTS = frozenset({"image", "image_url"})
 OTHER_PARTS = frozenset({"video", "audio", "video_url", "audio_url", "reasoning", "tool_call", "thinking",
                          "input_audio", "input_text", "output_text"})
 IMAGE_TOKEN = "<image>"
-UNKNOWN_ROLE, EMPTY_FIELD = "DAT101", "DAT014"
-MISSING_FIELD, WRONG_TYPE, PH_MISSING = "DAT012", "DAT013", "DAT110"
+UNKNOWN_ROLE, EMPTY_FIELD = DAT.UNKNOWN_ROLE, DAT.EMPTY_FIELD
+MISSING_FIELD, WRONG_TYPE, PH_MISSING = DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE, DAT.IMAGE_PLACEHOLDER_MISSING
 WARNING = Severity.WARNING
 _MISSING: Any = object()
 

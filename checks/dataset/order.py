@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problems, describe, repair
 
 from doctor.findings import Applicability, Fix, Severity
 
-FIRST_NOT_USER, NOT_ALTERNATING, NO_ASSISTANT = "DAT102", "DAT103", "DAT105"
-PH_MISSING, PH_COUNT, PH_WITHOUT_IMAGE, PH_MISPLACED = "DAT110", "DAT111", "DAT112", "DAT113"
+FIRST_NOT_USER, NOT_ALTERNATING, NO_ASSISTANT = DAT.FIRST_TURN_NOT_USER, DAT.ROLES_NOT_ALTERNATING, DAT.NO_ASSISTANT_TURN
+PH_MISSING, PH_COUNT, PH_WITHOUT_IMAGE, PH_MISPLACED = DAT.IMAGE_PLACEHOLDER_MISSING, DAT.IMAGE_PLACEHOLDER_COUNT, DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE, DAT.IMAGE_PLACEHOLDER_MISPLACED
 SIDE_ROLES = frozenset({"tool", "function", "ipython", "observation"})
 WARNING = Severity.WARNING
 REMOVE_PLACEHOLDER = Fix("remove the <image> placeholder", Applicability.UNSAFE, "dataset")
@@ -75,7 +76,7 @@ def check_sharegpt(P: Problems, rec: dict, i: int, line: int, col: int, roles: l
     for n, r in enumerate(seq):
         k = n + start
         if r not in SHAREGPT_TAGS:
-            P.record("DAT101", i, line, col, ("conversations", k, "from"),
+            P.record(DAT.UNKNOWN_ROLE, i, line, col, ("conversations", k, "from"),
                      f"{describe(i, rec)}: turn {k} is from {r!r}, a tag {SHAREGPT} does not know (human, gpt, "
                      "observation, function_call, system): it skips the record (\"Invalid role tag\")", fix=DROP)
             return roles

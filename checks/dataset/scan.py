@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems, repair
 from doctor.checks.dataset.file_level import file_problems
 from doctor.checks.dataset.records import RecordChecker, detect_format, llava_decoder
@@ -25,7 +26,7 @@ from doctor.io.jsonstream import JsonStream, ParseError, Window, read_value_at, 
 PROGRESS_EVERY = 4096
 FAST = True  # the compiled path (msgspec windows, typed LLaVA records); False: the exact reader only
 DETECT_WITHIN = 100  # records without "conversations"/"messages" before the format is called unknown
-_PARSE_CODES = {"syntax": "DAT001", "encoding": "DAT002", "too-deep": "DAT017", "too-large": "DAT008"}
+_PARSE_CODES = {"syntax": DAT.INVALID_JSON, "encoding": DAT.NOT_UTF8, "too-deep": DAT.NESTING_TOO_DEEP, "too-large": DAT.TOP_LEVEL_NOT_ARRAY}
 
 
 @dataclass
@@ -160,7 +161,7 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None, fast: bo
                     elif type(rec) is ParseError:
                         _parse_error(problems, rec, i, stream.layout)
                     else:
-                        problems.record("DAT010", i, line, col, (), f"record {i} is {_what(rec)}, not an object",
+                        problems.record(DAT.RECORD_NOT_OBJECT, i, line, col, (), f"record {i} is {_what(rec)}, not an object",
                                         fix=DROP)
                     if i == 0:
                         scan.first_value = rec
@@ -194,7 +195,7 @@ def _detect(rec: dict, scan: DatasetScan, checker: RecordChecker) -> Callable[[d
 def _unknown_format(problems: Problems, pending: list[tuple[dict, int, int, int]]) -> None:
     rec, i, line, col = pending[0]
     keys = ", ".join(f'"{k}"' for k in list(rec)[:8]) or "no keys"
-    problems.add("DAT011", Problem(
+    problems.add(DAT.UNKNOWN_RECORD_FORMAT, Problem(
         f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA, sharegpt) nor \"messages\" "
         "(TRL, LLaMA-Factory) nor \"instruction\" (alpaca); "
         f"record {i} has {keys}", i, f"/{i}", line, col))
@@ -271,7 +272,7 @@ class _Ids:
         desc = ", ".join(f"{names.get(t, t.__name__)} in {n:,} records" for t, (n, _) in parts)
         rare_type, (_, first) = parts[-1]
         fixable = set(self.types) <= {str, int, float}
-        scan.problems.add("DAT016", Problem(
+        scan.problems.add(DAT.MIXED_FIELD_TYPES, Problem(
             f"\"id\" is {desc} (first {names.get(rare_type, rare_type.__name__)} at record {first}): "
             "datasets/pyarrow cannot build one column from mixed types", first, f"/{first}/id",
             scan.line_of(first), severity=Severity.WARNING,
@@ -298,11 +299,11 @@ class _Ids:
                 if rid is None or rid != _id_of(scan, j) or type(rid) is not type(_id_of(scan, j)):
                     continue  # a 64-bit hash collision: not a duplicate
                 shown += 1
-                scan.problems.add("DAT015", Problem(
+                scan.problems.add(DAT.DUPLICATE_ID, Problem(
                     f"record {i} repeats id {rid!r} of record {j} (line {scan.line_of(j)})", i, f"/{i}/id",
                     scan.line_of(i), severity=Severity.WARNING))
             else:
-                scan.problems.counts["DAT015"] = scan.problems.count("DAT015") + 1
+                scan.problems.counts[DAT.DUPLICATE_ID] = scan.problems.count(DAT.DUPLICATE_ID) + 1
 
 
 def _id_of(scan: DatasetScan, i: int) -> Any:

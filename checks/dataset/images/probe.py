@@ -18,6 +18,7 @@ import warnings
 import zlib
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.images.header import HEAD, HeaderError, read_size, sniff
 
 EXT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".gif": "GIF",
@@ -27,8 +28,8 @@ _CLEAN: tuple = ()
 ERROR, WARNING = "error", "warning"
 
 # Problem codes a probe reports.
-MISSING, FOLDER, EMPTY, UNREADABLE, NOT_IMAGE = "DAT201", "DAT202", "DAT203", "DAT204", "DAT205"
-EXTENSION, CORRUPT, BOMB, ESCAPE, TOO_SMALL = "DAT206", "DAT207", "DAT208", "DAT209", "DAT211"
+MISSING, FOLDER, EMPTY, UNREADABLE, NOT_IMAGE = DAT.IMAGE_MISSING, DAT.IMAGE_IS_FOLDER, DAT.IMAGE_EMPTY, DAT.IMAGE_UNREADABLE, DAT.NOT_AN_IMAGE
+EXTENSION, CORRUPT, BOMB, ESCAPE, TOO_SMALL = DAT.IMAGE_EXTENSION_MISMATCH, DAT.IMAGE_CORRUPT, DAT.DECOMPRESSION_BOMB, DAT.IMAGE_PATH_ESCAPES_ROOT, DAT.IMAGE_TOO_SMALL
 
 
 class Prober:

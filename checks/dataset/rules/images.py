@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.errors import Skip
@@ -39,7 +40,7 @@ class ImageMissing(ImageCheck):
     Download or unpack the missing images, or drop the records (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT201"
+    code = DAT.IMAGE_MISSING
     name = "image-missing"
 
 
@@ -63,7 +64,7 @@ class ImageIsFolder(ImageCheck):
     Fix the path, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT202"
+    code = DAT.IMAGE_IS_FOLDER
     name = "image-is-folder"
 
 
@@ -87,7 +88,7 @@ class ImageEmpty(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT203"
+    code = DAT.IMAGE_EMPTY
     name = "image-empty"
 
 
@@ -112,7 +113,7 @@ class ImageUnreadable(ImageCheck):
     Fix the permissions (`chmod -R a+rX images/`) or the storage; drop the records otherwise.
     """
 
-    code = "DAT204"
+    code = DAT.IMAGE_UNREADABLE
     name = "image-unreadable"
 
 
@@ -136,7 +137,7 @@ class NotAnImage(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT205"
+    code = DAT.NOT_AN_IMAGE
     name = "not-an-image"
 
 
@@ -161,7 +162,7 @@ class ImageExtensionMismatch(ImageCheck):
     Rename the file to its real extension (and the path in the dataset), or re-encode it.
     """
 
-    code = "DAT206"
+    code = DAT.IMAGE_EXTENSION_MISMATCH
     name = "image-extension-mismatch"
     severity = Severity.WARNING
 
@@ -190,7 +191,7 @@ class ImageCorrupt(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT207"
+    code = DAT.IMAGE_CORRUPT
     name = "image-corrupt"
 
 
@@ -216,7 +217,7 @@ class DecompressionBomb(ImageCheck):
     Downscale real huge images beforehand; drop hostile ones (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT208"
+    code = DAT.DECOMPRESSION_BOMB
     name = "decompression-bomb"
 
 
@@ -247,7 +248,7 @@ class ImagePathEscapesRoot(ImageCheck):
     Store paths relative to the image folder; pass `--image-folder` to the real root.
     """
 
-    code = "DAT209"
+    code = DAT.IMAGE_PATH_ESCAPES_ROOT
     name = "image-path-escapes-root"
 
 
@@ -272,7 +273,7 @@ class ImageFolderWrong(ImageCheck):
     Pass `--image-folder` with the folder your training command passes as `--image_folder`.
     """
 
-    code = "DAT210"
+    code = DAT.IMAGE_FOLDER_WRONG
     name = "image-folder-wrong"
 
 
@@ -299,6 +300,6 @@ class ImageTooSmall(ImageCheck):
     Drop or pad such images; pass `input_data_format="channels_last"` if you call the processor.
     """
 
-    code = "DAT211"
+    code = DAT.IMAGE_TOO_SMALL
     name = "image-too-small"
     severity = Severity.WARNING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -31,7 +32,7 @@ class InvalidJson(DatasetCheck):
     bad lines to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT001"
+    code = DAT.INVALID_JSON
     name = "invalid-json"
     unit = "lines"
 
@@ -58,7 +59,7 @@ class NotUtf8(DatasetCheck):
     reported offset.
     """
 
-    code = "DAT002"
+    code = DAT.NOT_UTF8
     name = "not-utf8"
 
 
@@ -82,7 +83,7 @@ class Utf8Bom(DatasetCheck):
     Save without the mark; `--fix` writes a copy without it.
     """
 
-    code = "DAT003"
+    code = DAT.UTF8_BOM
     name = "utf8-bom"
 
 
@@ -106,7 +107,7 @@ class TrailingComma(DatasetCheck):
     Delete the comma; `--fix` writes a copy without it.
     """
 
-    code = "DAT004"
+    code = DAT.TRAILING_COMMA
     name = "trailing-comma"
 
 
@@ -130,7 +131,7 @@ class JsonLinesInJsonFile(DatasetCheck):
     `--fix` writes the records as one JSON array.
     """
 
-    code = "DAT005"
+    code = DAT.JSON_LINES_IN_JSON_FILE
     name = "json-lines-in-json-file"
 
 
@@ -156,7 +157,7 @@ class JsonLinesForLlava(DatasetCheck):
     For haotian-liu/LLaVA, convert to one JSON array; `--fix` writes `<name>.fixed.json`.
     """
 
-    code = "DAT006"
+    code = DAT.JSON_LINES_FOR_LLAVA
     name = "json-lines-for-llava"
     severity = Severity.INFO
 
@@ -181,7 +182,7 @@ class ArrayInJsonLinesFile(DatasetCheck):
     Write one record per line, or rename the file to `.json`; `--fix` writes `<name>.fixed.jsonl`.
     """
 
-    code = "DAT007"
+    code = DAT.ARRAY_IN_JSON_LINES_FILE
     name = "array-in-json-lines-file"
 
 
@@ -208,7 +209,7 @@ class TopLevelNotArray(DatasetCheck):
     holds the records.
     """
 
-    code = "DAT008"
+    code = DAT.TOP_LEVEL_NOT_ARRAY
     name = "top-level-not-array"
 
 
@@ -232,7 +233,7 @@ class EmptyDataset(DatasetCheck):
     Regenerate the file; check the conversion script's filters and paths.
     """
 
-    code = "DAT009"
+    code = DAT.EMPTY_DATASET
     name = "empty-dataset"
 
 
@@ -257,7 +258,7 @@ class NestingTooDeep(DatasetCheck):
     Regenerate the record or remove it; `--fix --unsafe-fixes` drops it in JSON Lines.
     """
 
-    code = "DAT017"
+    code = DAT.NESTING_TOO_DEEP
     name = "nesting-too-deep"
 
 
@@ -282,5 +283,5 @@ class NotOneRecordPerLine(DatasetCheck):
     Write each record with `json.dumps(record)` (no indent) plus a newline; `--fix` rewrites the file.
     """
 
-    code = "DAT018"
+    code = DAT.NOT_ONE_RECORD_PER_LINE
     name = "not-one-record-per-line"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -28,7 +29,7 @@ class RecordNotObject(DatasetCheck):
     Remove the stray values; `--fix --unsafe-fixes` drops them to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT010"
+    code = DAT.RECORD_NOT_OBJECT
     name = "record-not-object"
 
 
@@ -54,7 +55,7 @@ class UnknownRecordFormat(DatasetCheck):
     "<image>\\n..."}, {"from": "gpt", "value": "..."}]}`.
     """
 
-    code = "DAT011"
+    code = DAT.UNKNOWN_RECORD_FORMAT
     name = "unknown-record-format"
 
 
@@ -79,7 +80,7 @@ class MissingField(DatasetCheck):
     Add the field, or drop the record: `--fix --unsafe-fixes` moves it to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT012"
+    code = DAT.MISSING_FIELD
     name = "missing-field"
 
 
@@ -104,7 +105,7 @@ class WrongFieldType(DatasetCheck):
     Store the value as the expected type, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT013"
+    code = DAT.WRONG_FIELD_TYPE
     name = "wrong-field-type"
 
 
@@ -128,7 +129,7 @@ class EmptyField(DatasetCheck):
     Fill the field or drop the record (`--fix --unsafe-fixes`); remove `image` for a text-only record.
     """
 
-    code = "DAT014"
+    code = DAT.EMPTY_FIELD
     name = "empty-field"
 
 
@@ -155,7 +156,7 @@ class DuplicateId(DatasetCheck):
     Deduplicate the source lists before merging; give generated records unique ids.
     """
 
-    code = "DAT015"
+    code = DAT.DUPLICATE_ID
     name = "duplicate-id"
     severity = Severity.WARNING
 
@@ -182,6 +183,6 @@ class MixedFieldTypes(DatasetCheck):
     Write every id as a string; `--fix` does it.
     """
 
-    code = "DAT016"
+    code = DAT.MIXED_FIELD_TYPES
     name = "mixed-field-types"
     severity = Severity.WARNING

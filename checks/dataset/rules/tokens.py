@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.errors import Skip
@@ -42,7 +43,7 @@ class RecordTruncated(TokenCheck):
     Raise the training length, split long conversations into several records, or shorten them.
     """
 
-    code = "DAT301"
+    code = DAT.RECORD_TRUNCATED
     name = "record-truncated"
     severity = Severity.WARNING
 
@@ -68,7 +69,7 @@ class AnswersTruncated(TokenCheck):
     Raise the training length or shorten the prompt; `--fix --unsafe-fixes` drops the record.
     """
 
-    code = "DAT302"
+    code = DAT.ANSWERS_TRUNCATED
     name = "answers-truncated"
 
 
@@ -96,7 +97,7 @@ class ImageTokensTruncated(TokenCheck):
     (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT303"
+    code = DAT.IMAGE_TOKENS_TRUNCATED
     name = "image-tokens-truncated"
 
 
@@ -121,7 +122,7 @@ class DatasetSummary(DatasetCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT901"
+    code = DAT.DATASET_SUMMARY
     name = "dataset-summary"
     severity = Severity.INFO
 
@@ -153,7 +154,7 @@ class ImageSummary(DatasetCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT902"
+    code = DAT.IMAGE_SUMMARY
     name = "image-summary"
     severity = Severity.INFO
 
@@ -188,7 +189,7 @@ class TokenSummary(TokenCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT903"
+    code = DAT.TOKEN_SUMMARY
     name = "token-summary"
     severity = Severity.INFO
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -32,7 +33,7 @@ class UnknownRole(DatasetCheck):
     messages format). Other roles need a person, or `--unsafe-fixes` to drop the record.
     """
 
-    code = "DAT101"
+    code = DAT.UNKNOWN_ROLE
     name = "unknown-role"
 
 
@@ -60,7 +61,7 @@ class FirstTurnNotUser(DatasetCheck):
     `--unsafe-fixes` for messages records.
     """
 
-    code = "DAT102"
+    code = DAT.FIRST_TURN_NOT_USER
     name = "first-turn-not-user"
     severity = Severity.WARNING
 
@@ -87,7 +88,7 @@ class RolesNotAlternating(DatasetCheck):
     Merge or split the turns by hand; `--fix --unsafe-fixes` drops the record.
     """
 
-    code = "DAT103"
+    code = DAT.ROLES_NOT_ALTERNATING
     name = "roles-not-alternating"
 
 
@@ -113,7 +114,7 @@ class EmptyTurn(DatasetCheck):
     Regenerate the turn, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT104"
+    code = DAT.EMPTY_TURN
     name = "empty-turn"
     severity = Severity.WARNING
 
@@ -139,7 +140,7 @@ class NoAssistantTurn(DatasetCheck):
     Add the answer, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT105"
+    code = DAT.NO_ASSISTANT_TURN
     name = "no-assistant-turn"
 
 
@@ -166,7 +167,7 @@ class ImagePlaceholderMissing(DatasetCheck):
     Put `<image>\\n` at the start of the first human turn; `--fix` does it for one-image records.
     """
 
-    code = "DAT110"
+    code = DAT.IMAGE_PLACEHOLDER_MISSING
     name = "image-placeholder-missing"
 
 
@@ -194,7 +195,7 @@ class ImagePlaceholderCount(DatasetCheck):
     of one-image records.
     """
 
-    code = "DAT111"
+    code = DAT.IMAGE_PLACEHOLDER_COUNT
     name = "image-placeholder-count"
 
 
@@ -219,7 +220,7 @@ class ImagePlaceholderWithoutImage(DatasetCheck):
     Restore the record's image, or remove the placeholder (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT112"
+    code = DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE
     name = "image-placeholder-without-image"
 
 
@@ -245,7 +246,7 @@ class ImagePlaceholderMisplaced(DatasetCheck):
     Move the placeholder to the start of the first human turn; `--fix` does it.
     """
 
-    code = "DAT113"
+    code = DAT.IMAGE_PLACEHOLDER_MISPLACED
     name = "image-placeholder-misplaced"
     severity = Severity.WARNING
 
@@ -272,6 +273,6 @@ class MultiImageRecords(DatasetCheck):
     Train with a loader that takes several images, or split the record into one-image records.
     """
 
-    code = "DAT114"
+    code = DAT.MULTI_IMAGE_RECORDS
     name = "multi-image-records"
     severity = Severity.INFO
