@@ -21,7 +21,14 @@ from doctor.checks.dataset.file_level import file_problems
 from doctor.checks.dataset.records import RecordChecker, detect_format, llava_decoder
 
 from doctor.findings import Severity
-from doctor.io.jsonstream import JsonStream, ParseError, Window, read_value_at, read_window_positions
+from doctor.io.jsonstream import (
+    JsonStream,
+    ParseError,
+    Window,
+    compiled_available,
+    read_value_at,
+    read_window_positions,
+)
 
 PROGRESS_EVERY = 4096
 FAST = True  # the compiled path (msgspec windows, typed LLaVA records); False: the exact reader only
@@ -153,7 +160,7 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None, fast: bo
                                     check(*args)
                                 pending.clear()
                                 check(rec, i, line, col)
-                                if scan.fmt == "llava" and fast:
+                                if scan.fmt == "llava" and fast and compiled_available():
                                     stream.typed = llava_decoder()
                         rid = rec.get("id")
                         if rid is not None:

@@ -340,7 +340,7 @@ class _Reader:
 
 
 # ---- the compiled path -------------------------------------------------------------------------
-FAST_CHUNK = 1 << 20
+FAST_CHUNK = 256 << 10
 _SEP = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
 _BWS = re.compile(rb"[ \t\n\r]*")
 _KEY = re.compile(rb'\{[ \t\n\r]*"[^"\\]{0,64}"')
@@ -357,6 +357,12 @@ def _msgspec() -> Any:
         else:
             _MSGSPEC = (msgspec.json.Decoder(list[msgspec.Raw]), msgspec.json.Decoder(), msgspec.DecodeError)
     return _MSGSPEC
+
+
+def compiled_available() -> bool:
+    """Is the compiled path (msgspec) installed? Without it every file goes through the exact
+    reader, with the same results."""
+    return _msgspec() is not None
 
 
 class Window:
