@@ -116,3 +116,29 @@ def test_generated_corpus(tmp_path, monkeypatch, records, indent, jsonl):
     else:
         path.write_text(json.dumps(records, indent=indent, ensure_ascii=False), encoding="utf-8")
     assert scan_state(path, True) == scan_state(path, False)
+
+
+def test_without_msgspec_the_exact_reader_gives_the_same_findings(tmp_path, monkeypatch):
+    path = make_llava_dataset(tmp_path, n=30, problems=["bad-role", "empty-value", "duplicate-id"])
+    with_compiled = findings(path, True, monkeypatch)
+    monkeypatch.setattr(jsonstream, "_MSGSPEC", None)  # what an install without the "fast" extra sees
+    assert not jsonstream.compiled_available()
+    assert scan_dataset(str(path), fast=True).windows == []
+    assert findings(path, True, monkeypatch) == with_compiled
+
+
+def test_record_checker_takes_rows_as_dicts(tmp_path):
+    """The per-record entry point another reader (parquet, arrow rows) feeds: dicts, no text positions."""
+    from doctor.checks.dataset.common import Problems
+    from doctor.checks.dataset.records import RecordChecker, detect_format
+
+    path = make_llava_dataset(tmp_path, n=10, problems=["bad-role", "no-image-token", "empty-value"])
+    rows = json.loads(path.read_text())
+    checker = RecordChecker(Problems())
+    for i, row in enumerate(rows):
+        checker.check(detect_format(row), row, i)
+    scanned = scan_dataset(str(path))
+    assert checker.problems.counts == scanned.problems.counts
+    assert ([(p.message, p.pointer, p.index) for ps in checker.problems.samples.values() for p in ps]
+            == [(p.message, p.pointer, p.index) for ps in scanned.problems.samples.values() for p in ps])
+    assert checker.refs == scanned.refs
