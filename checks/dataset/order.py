@@ -100,11 +100,11 @@ def check_sharegpt(P: Problems, rec: dict, i: int, line: int, col: int, roles: l
 def check_placeholders(P: Problems, rec: dict, i: int, line: int, col: int, n_images: int,
                        placeholders: list[tuple[int, int]], roles: list[Any], user: str, field: str,
                        value_key: str = "value", at: Callable[[int], tuple[Any, ...]] | None = None,
-                       fixes: bool = True) -> None:
+                       fixes: bool = True, sharegpt: bool = False) -> None:
     """``placeholders``: (turn index, how many) for every turn holding an image slot (an
     ``<image>`` in the text, or a ``{"type": "image"}`` part in the messages format). ``at``
     gives the pointer parts of turn j (default ``(field, j, value_key)``)."""
-    llava = field == "conversations"
+    llava = field == "conversations" and not sharegpt  # sharegpt records go to LLaMA-Factory, not LLaVA
     if at is None:
         def at(j: int) -> tuple[Any, ...]:
             return (field, j, value_key)

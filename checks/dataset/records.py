@@ -32,14 +32,6 @@ except ImportError:  # msgspec is optional: without it the scan reads every reco
 
 IMAGE_TOKEN = "<image>"
 
-INVALID_JSON, NOT_UTF8, BOM, TRAILING_COMMA = DAT.INVALID_JSON, DAT.NOT_UTF8, DAT.UTF8_BOM, DAT.TRAILING_COMMA
-JSONL_IN_JSON, JSONL_FOR_LLAVA, ARRAY_IN_JSONL, NOT_ARRAY = DAT.JSON_LINES_IN_JSON_FILE, DAT.JSON_LINES_FOR_LLAVA, DAT.ARRAY_IN_JSON_LINES_FILE, DAT.TOP_LEVEL_NOT_ARRAY
-EMPTY_DATASET, NOT_OBJECT, UNKNOWN_FORMAT, MISSING_FIELD = DAT.EMPTY_DATASET, DAT.RECORD_NOT_OBJECT, DAT.UNKNOWN_RECORD_FORMAT, DAT.MISSING_FIELD
-WRONG_TYPE, EMPTY_FIELD, DUPLICATE_ID, MIXED_TYPES = DAT.WRONG_FIELD_TYPE, DAT.EMPTY_FIELD, DAT.DUPLICATE_ID, DAT.MIXED_FIELD_TYPES
-TOO_DEEP, NOT_ONE_PER_LINE = DAT.NESTING_TOO_DEEP, DAT.NOT_ONE_RECORD_PER_LINE
-UNKNOWN_ROLE, FIRST_NOT_USER, NOT_ALTERNATING, EMPTY_TURN, NO_ASSISTANT = DAT.UNKNOWN_ROLE, DAT.FIRST_TURN_NOT_USER, DAT.ROLES_NOT_ALTERNATING, DAT.EMPTY_TURN, DAT.NO_ASSISTANT_TURN
-PH_MISSING, PH_COUNT, PH_WITHOUT_IMAGE, PH_MISPLACED, MULTI_IMAGE = DAT.IMAGE_PLACEHOLDER_MISSING, DAT.IMAGE_PLACEHOLDER_COUNT, DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE, DAT.IMAGE_PLACEHOLDER_MISPLACED, DAT.MULTI_IMAGE_RECORDS
-
 LLAVA_ALIASES = {"user": "human", "human": "human", "assistant": "gpt", "gpt": "gpt", "bot": "gpt",
                  "model": "gpt", "chatgpt": "gpt"}
 MESSAGES_ROLES = frozenset({"system", "user", "assistant", "tool", "function", "ipython", "observation"})
@@ -88,7 +80,7 @@ class RecordChecker:
             return
         self.turns[len(conv)] = self.turns.get(len(conv), 0) + 1
         if not conv:
-            P.record(EMPTY_FIELD, i, line, col, ("conversations",),
+            P.record(DAT.EMPTY_FIELD, i, line, col, ("conversations",),
                      f"{describe(i, rec)}: \"conversations\" is empty; LLaVA's preprocess reads source[0] "
                      "and raises IndexError", fix=DROP)
             self.chars.append(0)
@@ -125,7 +117,8 @@ class RecordChecker:
         if n_images >= 0 and (placeholders or n_images) and not (
             n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
         ):
-            check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations")
+            check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations",
+                               sharegpt="images" in rec)
 
     def llava_window(self, items: list, first: int) -> bool:
         """Record a window of typed LLaVA records (``llava_decoder``) when no check would report
@@ -175,7 +168,7 @@ class RecordChecker:
         chars = 0
         for j, turn in enumerate(conv):
             if type(turn) is not dict:
-                P.record(WRONG_TYPE, i, line, col, ("conversations", j),
+                P.record(DAT.WRONG_FIELD_TYPE, i, line, col, ("conversations", j),
                          f"{describe(i, rec)}: turn {j} is {kind(turn)}, not an object with \"from\" and \"value\"",
                          fix=DROP)
                 roles.append(None)
@@ -205,7 +198,7 @@ class RecordChecker:
             key = "images"
         if type(image) is str:
             if not image:
-                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty string; LLaVA opens "
                                      "os.path.join(image_folder, \"\"), the folder itself", fix=DROP)
                 return -1
@@ -216,7 +209,7 @@ class RecordChecker:
             if key == "image":  # "images" is LLaMA-Factory's sharegpt column, which takes lists
                 self._multi(i)
             if not image:
-                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty list", fix=DROP)
                 return -1
             ok = True
@@ -245,12 +238,12 @@ class RecordChecker:
             return None
         alias = LLAVA_ALIASES.get(frm.strip().lower())
         if alias is not None:
-            self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+            self.problems.record(DAT.UNKNOWN_ROLE, i, line, col, parts,
                                  f"{describe(i, rec)}: turn {j} is from {frm!r}; LLaVA's preprocess knows only "
                                  f"\"human\" and \"gpt\" (roles[{frm!r}] raises KeyError)",
                                  fix=repair(f"rename {frm!r} to {alias!r}"))
             return alias
-        self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+        self.problems.record(DAT.UNKNOWN_ROLE, i, line, col, parts,
                              f"{describe(i, rec)}: turn {j} is from {frm!r}, a role LLaVA's preprocess does not "
                              "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
         return None
@@ -289,14 +282,14 @@ class RecordChecker:
                        expected: str) -> None:
         name = "/".join(str(p) for p in parts)
         if value is _MISSING:
-            self.problems.record(MISSING_FIELD, i, line, col, parts,
+            self.problems.record(DAT.MISSING_FIELD, i, line, col, parts,
                                  f"{describe(i, rec)} has no \"{parts[-1]}\" (at {name})", fix=DROP)
         else:
-            self.problems.record(WRONG_TYPE, i, line, col, parts,
+            self.problems.record(DAT.WRONG_FIELD_TYPE, i, line, col, parts,
                                  f"{describe(i, rec)}: {name} is {kind(value)}; expected {expected}", fix=DROP)
 
     def _empty_turn(self, rec: dict, i: int, line: int, col: int, parts: tuple[Any, ...], role: Any) -> None:
-        self.problems.record(EMPTY_TURN, i, line, col, parts,
+        self.problems.record(DAT.EMPTY_TURN, i, line, col, parts,
                              f"{describe(i, rec)}: the {role!s} turn at {'/'.join(map(str, parts[:2]))} is empty "
                              "or whitespace only", fix=DROP)
 

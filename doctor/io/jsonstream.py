@@ -382,7 +382,7 @@ class Window:
         raw_list, one, _ = _msgspec()
         raws = raw_list.decode(b"[" + self.body + b"]")
         pos = window_positions(self.body, raws, self.offset, self.line, self.column)
-        return [(one.decode(r), line, col, off) for r, (line, col, off) in zip(raws, pos)]
+        return [(one.decode(r), line, col, off) for r, (line, col, off) in zip(raws, pos, strict=True)]
 
 
 def window_positions(body: bytes, raws: list, offset: int, line: int, column: int) -> list[tuple[int, int, int]]:
@@ -513,7 +513,7 @@ class _FastArray:
                 except error:
                     break
                 positions = window_positions(body, raws, offset, self.line, self.col)
-                for value, (line, col, off) in zip(values, positions):
+                for value, (line, col, off) in zip(values, positions, strict=True):
                     stream.records += 1
                     yield value, line, col, off
                 end = cut

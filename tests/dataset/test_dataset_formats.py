@@ -187,3 +187,10 @@ def test_alpaca_records_are_detected_not_unknown(tmp_path):
     assert check(tmp_path, [rec, rec | {"output": "Hello."}]) == {}
     (f,) = errors(check(tmp_path, [{"instruction": "Say hi.", "input": ""}]))["DAT012"]
     assert "Dropped invalid example" in f.message
+
+
+def test_sharegpt_placeholder_mismatch_names_llama_factory(tmp_path):
+    rec = {"conversations": [{"from": "human", "value": "Who are they?"}, {"from": "gpt", "value": "Players."}],
+           "images": ["a.png"]}
+    (f,) = errors(check(tmp_path, [rec]))["DAT110"]
+    assert "LLaMA-Factory raises" in f.message and "LLaVA" not in f.message
