@@ -57,9 +57,12 @@ class DynamicGeometry:
         return (h // self.factor) * (w // self.factor)
 
     def max_image_tokens(self) -> int:
-        """The most one image can take: the largest grid whose area stays within ``max_pixels``
-        (a ``max_pixels`` below one merged patch still gives one token)."""
-        return max(1, self.max_pixels // (self.factor * self.factor))
+        """An upper bound on the tokens of one image of any size the processor accepts: the
+        largest grid within ``max_pixels``, or, for a very thin image (aspect ratio up to 200)
+        whose short side is clamped to one ``factor``, ``sqrt(200 * max_pixels) / factor`` along
+        the long side. With Qwen's defaults the first term is the bound (16384)."""
+        f = self.factor
+        return max(1, self.max_pixels // (f * f), math.isqrt(200 * self.max_pixels) // f)
 
     def video_tokens(self, frames: int, width: int, height: int) -> int:
         """Tokens for a video of ``frames`` frames (already sampled) of ``width`` x ``height``:

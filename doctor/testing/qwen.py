@@ -14,7 +14,9 @@ chat template, and the processor files Qwen's hub repos ship.
   or unexpected keys.
 - tokenizer files: the BPE tokenizer of ``doctor.testing.tokenizer`` plus ``<|image_pad|>``,
   ``<|video_pad|>``, ``<|vision_start|>``, ``<|vision_end|>``, ``<|im_start|>``, ``<|im_end|>``,
-  ``<|endoftext|>`` (pad), no BOS (as Qwen), ``eos_token="<|im_end|>"``, Qwen's ChatML template.
+  ``<|endoftext|>`` (pad), no BOS (as Qwen), ``eos_token="<|im_end|>"``, Qwen's ChatML template;
+  ``tokenizer_class`` is ``PreTrainedTokenizerFast``: transformers 5's ``Qwen2Tokenizer`` would
+  replace the pre-tokenizer with Qwen's byte-level regex, which the tiny vocabulary lacks.
 - processor files: ``processor_layout="split"`` (default, the hub layout):
   ``preprocessor_config.json`` with ``min_pixels`` / ``max_pixels`` / ``patch_size`` /
   ``merge_size`` / ``temporal_patch_size`` (and ``size``), ``chat_template.json``;
@@ -348,12 +350,14 @@ def make_qwen_lora_adapter(base: QwenInfo | str | Path, out: str | Path,
 
 def _write_tokenizer(path: Path, vocab_size: int) -> Any:
     """The BPE test tokenizer with Qwen's specials, reshaped to Qwen's conventions: no BOS
-    prepended, ``<|im_end|>`` as EOS, ``<|endoftext|>`` as pad, ChatML template."""
+    prepended, no prefix space, ``<|im_end|>`` as EOS, ``<|endoftext|>`` as pad, ChatML template."""
     tok = make_tokenizer(path, vocab_size=vocab_size, extra_special=QWEN_SPECIALS, pad_token=ENDOFTEXT,
-                         chat_template=QWEN_CHAT_TEMPLATE, tokenizer_class="Qwen2Tokenizer",
+                         chat_template=QWEN_CHAT_TEMPLATE, tokenizer_class="PreTrainedTokenizerFast",
                          model_max_length=32768)
     backend = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
     backend["post_processor"] = None
+    # Qwen's byte-level BPE adds no prefix space: a text tokenizes the same alone as inside a prompt
+    backend["pre_tokenizer"]["prepend_scheme"] = "never"
     (path / "tokenizer.json").write_text(json.dumps(backend, ensure_ascii=False), encoding="utf-8")
     config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     config.update(bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT, add_bos_token=False, errors="replace")
