@@ -15,6 +15,12 @@ vision          ``model.vision_tower.vision_      ``vision_tower.[vision_model.]
 image_newline   ``model.image_newline``           ``image_newline``                    ``model.image_newline``
 ==============  ================================  ==================================  =============================
 
+Families with names of their own declare their layouts as data in ``doctor.families`` (Qwen2-VL:
+``QWEN_LEGACY`` = ``visual.*`` / ``model.layers.*`` on disk and before 4.52, ``QWEN_MODERN`` =
+``model.visual.*`` / ``model.language_model.*`` in memory from 4.52); they are built into
+:class:`Layout` objects here and take part in detection, classification and renaming like the
+four above. Their projector sits inside the vision encoder (``visual.merger``): it is matched first.
+
 ``TEXT`` is a plain causal LM (``model.layers.*``, ``lm_head``): the vicuna base of
 ``finetune_lora.sh``, XTuner's ``llm_adapter``. Its language names equal ``ORIGINAL``'s.
 
@@ -103,7 +109,38 @@ TEXT = Layout(
     vision={},
     image_newline=None,
 )
-LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (ORIGINAL, HF_LEGACY, HF_MODERN, TEXT)}
+
+
+def _family_layouts() -> tuple[dict[str, Layout], dict[str, tuple[Layout, Layout]]]:
+    """Layouts declared by ``doctor.families`` tables, and per model_type (legacy, modern)."""
+    from doctor.families import families
+
+    built: dict[str, Layout] = {}
+    per_type: dict[str, tuple[Layout, Layout]] = {}
+    for fam in families():
+        pair: dict[bool, Layout] = {}
+        for row in fam.layouts:
+            lay = built.get(row.name) or Layout(
+                name=row.name, title=row.title, language=row.language, lm_head=row.lm_head,
+                projector=row.projector, vision={row.vision_style: tuple(row.vision)},
+                image_newline=row.image_newline)
+            built[row.name] = lay
+            pair[row.modern] = lay
+        if False in pair and True in pair:
+            for t in fam.model_types:
+                per_type[t] = (pair[False], pair[True])
+    return built, per_type
+
+
+#: layouts of families with names of their own (``doctor.families``), by name
+FAMILY_LAYOUTS, _FAMILY_TYPES = _family_layouts()
+QWEN_LEGACY = FAMILY_LAYOUTS["qwen-legacy"]
+QWEN_MODERN = FAMILY_LAYOUTS["qwen-modern"]
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (ORIGINAL, HF_LEGACY, HF_MODERN, TEXT, *FAMILY_LAYOUTS.values())}
+#: which generic layout reads a family layout's language names the same way (it absorbs their votes)
+_SAME_LANGUAGE: dict[str, str] = {
+    lay.name: next((g.name for g in (HF_MODERN, HF_LEGACY, TEXT) if g.language == lay.language), "")
+    for lay in FAMILY_LAYOUTS.values()}
 
 
 @dataclass(frozen=True)
@@ -172,6 +209,10 @@ def _match_vision(name: str, layout: Layout) -> tuple[str, str] | None:
 def _detect(name: str) -> tuple[Layout, Canonical] | None:
     """Most specific prefix first: ORIGINAL's ``model.vision_tower.vision_tower.`` before
     HF_MODERN's ``model.vision_tower.``; HF_MODERN's ``model.language_model.`` before ``model.``."""
+    for layout in FAMILY_LAYOUTS.values():  # their vision / projector prefixes are their own
+        c = _canonical_in(name, layout)
+        if c is not None and c.part in ("vision", "projector"):
+            return layout, c
     for layout in (ORIGINAL, HF_MODERN, HF_LEGACY):
         c = _canonical_in(name, layout)
         if c is not None and (layout is not ORIGINAL or c.part in ("vision", "projector")):
@@ -202,7 +243,7 @@ def _canonical_in(name: str, layout: Layout) -> Canonical | None:
         # HF_MODERN's "model." siblings were matched above; a bare "model.X" under a modern
         # layout is not language.
         if layout is HF_MODERN or layout is HF_LEGACY or not rest.startswith(
-            ("language_model.", "vision_tower", "multi_modal_projector", "vision_model.")
+            ("language_model.", "vision_tower", "multi_modal_projector", "vision_model.", "visual.")
         ):
             return Canonical("language", rest)
     return None
@@ -307,7 +348,13 @@ def classify(names: Iterable[str]) -> LayoutGuess:
             v = _match_vision(name, layout)
             if v:
                 vision_prefixes[v[1]] += 1
-    multimodal = [n for n in (HF_MODERN.name, HF_LEGACY.name, ORIGINAL.name) if counts[n]]
+    own = [n for n in FAMILY_LAYOUTS if counts[n]]
+    if own:  # a family layout's language names were counted under the generic layout that shares them
+        best_own = max(own, key=lambda n: counts[n])
+        shared = _SAME_LANGUAGE.get(best_own, "")
+        if shared and shared in counts:
+            counts[best_own] += counts.pop(shared)
+    multimodal = [n for n in (HF_MODERN.name, HF_LEGACY.name, ORIGINAL.name, *FAMILY_LAYOUTS) if counts[n]]
     if multimodal:
         best = max(multimodal, key=lambda n: counts[n])
         layout: Layout | None = LAYOUTS[best]
@@ -332,8 +379,19 @@ def _ambiguous(name: str) -> bool:
     return name == "lm_head" or name.startswith("lm_head.") or name == "model.image_newline"
 
 
+def peft_renames(src: Layout, dst: Layout) -> bool:
+    """Whether peft (when new enough: ``doctor.peft_compat.converts_legacy_vlm_keys``) renames
+    adapter keys saved in ``src`` to the in-memory ``dst`` itself: the pre-4.52 names of a family
+    onto its >= 4.52 names (HF_LEGACY -> HF_MODERN, QWEN_LEGACY -> QWEN_MODERN; a Qwen legacy
+    adapter's language keys ``model.layers.*`` read as TEXT)."""
+    if src is HF_LEGACY and dst is HF_MODERN:
+        return True
+    return any(modern is dst and src in (legacy, TEXT) for legacy, modern in _FAMILY_TYPES.values())
+
+
 def vision_style(names: Iterable[str]) -> str | None:
-    """``"tower"`` (llava / llava_next: CLIP or SigLIP), ``"model"`` (mllama) or None."""
+    """``"tower"`` (llava / llava_next: CLIP or SigLIP), ``"model"`` (mllama), ``"visual"``
+    (Qwen2-VL) or None."""
     styles: Counter[str] = Counter()
     for raw in names:
         found = _detect(strip_peft_prefix(raw))
@@ -370,6 +428,13 @@ def in_memory_layout(model_type: str | None, transformers_version: str,
     ``model.vision_model.``. A released v1.5 config that says ``llava`` with
     ``LlavaLlamaForCausalLM`` is ORIGINAL. Anything else: TEXT."""
     archs = list(architectures)
+    if model_type in _FAMILY_TYPES:
+        legacy, modern = _FAMILY_TYPES[model_type]
+        from doctor.families import family_of
+
+        fam = family_of(model_type)
+        lay = modern if fam is not None and _version(transformers_version) >= fam.modern_since else legacy
+        return lay, next(iter(lay.vision.values()))[0]
     if model_type in ORIGINAL_TYPES or (model_type == "llava" and any("LlavaLlama" in a or "LlavaMistral" in a for a in archs)):
         return ORIGINAL, ORIGINAL.vision["tower"][0]
     if model_type not in HF_VLM_TYPES:
@@ -411,7 +476,8 @@ def disk_to_memory(names: Iterable[str], model_type: str | None, transformers_ve
 __all__ = [
     "HF_VLM_TYPES", "ORIGINAL_TYPES", "VISION_ONLY_TYPES", "in_memory_layout", "disk_to_memory",
     "PEFT_PREFIX", "PARTS", "Layout", "Canonical", "LayoutGuess",
-    "ORIGINAL", "HF_LEGACY", "HF_MODERN", "TEXT", "LAYOUTS",
+    "ORIGINAL", "HF_LEGACY", "HF_MODERN", "TEXT", "LAYOUTS", "FAMILY_LAYOUTS", "QWEN_LEGACY", "QWEN_MODERN",
+    "peft_renames",
     "strip_peft_prefix", "adapter_module_name", "to_canonical", "from_canonical",
     "map_name", "map_names", "part_of", "split_parts", "classify", "vision_style",
 ]

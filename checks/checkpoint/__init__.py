@@ -18,6 +18,9 @@ Codes:
 - CKP4xx tokenizer and processor: files (401), tokenizer larger than the embedding (402), image
   token (403), chat template (404), special tokens (405), processor files (406), processor fields
   (407).
+- CKP5xx family geometry from ``doctor.families`` tables: mrope sections vs head dim (501), merger
+  width vs text width (502), processor patch / merge / temporal sizes vs the vision config (503),
+  pixel limits (504), vision special-token ids (505).
 
 Everything but CKP100 and CKP104-CKP106 reads only JSON and safetensors headers: no torch. The
 structure of each .safetensors file and the safety of each pickle are the SEC family's; these
@@ -38,5 +41,6 @@ from doctor.checks.checkpoint.rules import (  # noqa: F401
     tokenizer,
     values,
     vision,
+    vision_tokens,
     weights,
 )

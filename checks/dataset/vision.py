@@ -10,6 +10,12 @@ processors of transformers 5.x expand the image placeholder (read in ``processin
   ``image_grid_pinpoints`` resolution (``select_best_resolution``), the padding removed
   (``_get_unpadded_features``), one newline token per row, minus 1 for "default".
 - mllama: one ``<|image|>`` token per image; the pixels reach the text through cross-attention.
+- dynamic resolution (Qwen2-VL, Qwen2.5-VL: the ``"dynamic"`` rule of their ``doctor.families``
+  table): the image is resized with ``smart_resize`` to multiples of ``patch_size * merge_size``
+  (28) with ``min_pixels <= h' * w' <= max_pixels`` and takes ``(h' / 28) * (w' / 28)``
+  ``<|image_pad|>`` tokens, plus the ``<|vision_start|>`` / ``<|vision_end|>`` pair the chat
+  template puts around it (``doctor.families.resize``, from image headers, no torch); a video of
+  ``n`` sampled frames takes ``ceil(n / temporal_patch_size)`` such grids.
 - original LLaVA (``llava_llama``...): from ``mm_vision_tower`` (``clip-vit-large-patch14-336``) and
   ``mm_vision_select_feature`` ("patch" drops CLS, "cls_patch" keeps it).
 """
@@ -22,6 +28,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from doctor.families import Family, family_of
+from doctor.families.resize import AspectRatioError, DynamicGeometry, dynamic_geometry
 
 DEFAULT_TOKENS = 576  # CLIP ViT-L/14 at 336 px, LLaVA-1.5
 
@@ -36,9 +45,19 @@ class VisionSpec:
     cls: int = 1  # extra tokens the tower puts before the patches (CLIP's CLS)
     strategy: str = "default"
     pinpoints: list[tuple[int, int]] = field(default_factory=list)
+    dynamic: DynamicGeometry | None = None  # the "dynamic" rule (Qwen2-VL): the processor's settings
+    extra: int = 0  # tokens the chat template puts around every image (Qwen: vision start / end)
+    video: DynamicGeometry | None = None  # the video processor's settings, when they differ
 
     def tokens(self, width: int | None = None, height: int | None = None) -> int:
         """Tokens for one image of ``width`` x ``height`` px (unknown size: the largest case)."""
+        if self.dynamic is not None:
+            if not width or not height:
+                return self.dynamic.max_image_tokens() + self.extra
+            try:
+                return self.dynamic.image_tokens(width, height) + self.extra
+            except AspectRatioError:  # the processor refuses it; count the most it could take
+                return self.dynamic.max_image_tokens() + self.extra
         if self.per_image is not None:
             return self.per_image
         side = self.size // self.patch
@@ -50,6 +69,16 @@ class VisionSpec:
         unpadded, newlines = unpadded_features(height, width, side, side, best_h // self.size, best_w // self.size)
         return unpadded + newlines + base - (1 if self.strategy == "default" else 0)
 
+    def video_tokens(self, frames: int, width: int, height: int) -> int:
+        """Tokens for a video of ``frames`` sampled frames (dynamic rule only; others: per frame)."""
+        geo = self.video or self.dynamic
+        if geo is None:
+            return frames * self.tokens(width, height)
+        try:
+            return geo.video_tokens(frames, width, height) + self.extra
+        except AspectRatioError:
+            return -(-frames // max(1, geo.temporal_patch_size)) * geo.max_image_tokens() + self.extra
+
 
 def vision_spec(model_dir: str | None) -> VisionSpec:
     """The spec for ``model_dir``'s config.json; the LLaVA-1.5 default without a model."""
@@ -60,6 +89,9 @@ def vision_spec(model_dir: str | None) -> VisionSpec:
     model_type = config.get("model_type")
     vision = config.get("vision_config") or {}
     strategy = config.get("vision_feature_select_strategy", "default")
+    fam = family_of(model_type)
+    if fam is not None and fam.token_rule == "dynamic":
+        return dynamic_spec(Path(model_dir), fam)
     if model_type == "mllama":
         return VisionSpec("mllama", "1 per image (mllama: one <|image|> token; pixels go through cross-attention)",
                           per_image=1)
@@ -89,6 +121,32 @@ def vision_spec(model_dir: str | None) -> VisionSpec:
                           per_image=n)
     return VisionSpec("default", f"{DEFAULT_TOKENS} per image (assumed: {model_dir}/config.json names no "
                                  "vision tower)", per_image=DEFAULT_TOKENS)
+
+
+def dynamic_spec(folder: Path, fam: Family) -> VisionSpec:
+    """The spec of a dynamic-resolution family from its saved processor settings."""
+    image, video = processor_sections(folder)
+    geo = dynamic_geometry(image, fam)
+    video_geo = dynamic_geometry(video, fam) if video else None
+    spec = VisionSpec(fam.name, "", dynamic=geo, extra=fam.tokens_per_image_extra, video=video_geo)
+    spec.description = (
+        f"{fam.name}: (h'/{geo.factor}) x (w'/{geo.factor}) per image after smart_resize between min_pixels "
+        f"{geo.min_pixels:,} and max_pixels {geo.max_pixels:,}, up to {geo.max_image_tokens():,}"
+        + (f", + {fam.tokens_per_image_extra} around each" if fam.tokens_per_image_extra else ""))
+    return spec
+
+
+def processor_sections(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(image processor settings, video processor settings) as transformers 5 (one
+    processor_config.json) or 4.x (preprocessor_config.json, video_preprocessor_config.json) save them."""
+    whole = _read(folder / "processor_config.json")
+    image = whole.get("image_processor") if isinstance(whole.get("image_processor"), dict) else None
+    video = whole.get("video_processor") if isinstance(whole.get("video_processor"), dict) else None
+    if image is None and (folder / "preprocessor_config.json").is_file():
+        image = _read(folder / "preprocessor_config.json")
+    if video is None and (folder / "video_preprocessor_config.json").is_file():
+        video = _read(folder / "video_preprocessor_config.json")
+    return image, video
 
 
 def max_length_of(model_dir: str | None, tokenizer_dir: str | None) -> tuple[int | None, str]:

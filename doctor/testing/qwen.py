@@ -14,7 +14,9 @@ chat template, and the processor files Qwen's hub repos ship.
   or unexpected keys.
 - tokenizer files: the BPE tokenizer of ``doctor.testing.tokenizer`` plus ``<|image_pad|>``,
   ``<|video_pad|>``, ``<|vision_start|>``, ``<|vision_end|>``, ``<|im_start|>``, ``<|im_end|>``,
-  ``<|endoftext|>`` (pad), no BOS (as Qwen), ``eos_token="<|im_end|>"``, Qwen's ChatML template.
+  ``<|endoftext|>`` (pad), no BOS (as Qwen), ``eos_token="<|im_end|>"``, Qwen's ChatML template;
+  ``tokenizer_class`` is ``PreTrainedTokenizerFast``: transformers 5's ``Qwen2Tokenizer`` would
+  replace the pre-tokenizer with Qwen's byte-level regex, which the tiny vocabulary lacks.
 - processor files: ``processor_layout="split"`` (default, the hub layout):
   ``preprocessor_config.json`` with ``min_pixels`` / ``max_pixels`` / ``patch_size`` /
   ``merge_size`` / ``temporal_patch_size`` (and ``size``), ``chat_template.json``;
@@ -136,6 +138,7 @@ def make_qwen_model(
     spatial_merge_size: int = 2,
     temporal_patch_size: int = 2,
     mrope_section: Sequence[int] | None = None,
+    vision_out_hidden: int | None = None,
     min_pixels: int = 56 * 56,
     max_pixels: int = 28 * 28 * 64,
     vocab_size: int = 300,
@@ -148,6 +151,9 @@ def make_qwen_model(
     """Write a tiny Qwen2-VL / Qwen2.5-VL folder into ``dir``; return its ``QwenInfo``.
 
     ``mrope_section`` defaults to a split of ``head_dim // 2`` (hidden // heads = 16 -> [2, 3, 3]).
+    ``vision_out_hidden`` (default ``hidden``) is the merger's output width (Qwen2-VL
+    ``vision_config.hidden_size``, Qwen2.5-VL ``out_hidden_size``): another value builds a model
+    whose image features do not fit the text embeddings.
     ``max_pixels`` defaults to 64 merged tokens (28 * 28 * 64) so tests stay fast; ``min_pixels``
     to Qwen's 56 * 56. ``drop_tensors`` removes tensors whose ON-DISK name starts with a prefix
     (``"visual.merger"`` in v4, ``"model.visual.merger"`` in v5). ``config_overrides`` /
@@ -164,6 +170,7 @@ def make_qwen_model(
         raise ValueError(f"layout must be 'v4' or 'v5', got {layout!r}")
     path = Path(dir)
     head_dim = hidden // heads
+    out_width = hidden if vision_out_hidden is None else vision_out_hidden
     section = list(mrope_section) if mrope_section is not None else default_mrope_section(head_dim)
     tok = _write_tokenizer(path, vocab_size)
     ids = tok.special_ids
@@ -176,12 +183,12 @@ def make_qwen_model(
     )
     if family == "qwen2_vl":
         vision: dict[str, Any] = dict(
-            depth=vision_layers, embed_dim=vision_hidden, hidden_size=hidden, mlp_ratio=2, num_heads=vision_heads,
+            depth=vision_layers, embed_dim=vision_hidden, hidden_size=out_width, mlp_ratio=2, num_heads=vision_heads,
             patch_size=patch_size, spatial_merge_size=spatial_merge_size, temporal_patch_size=temporal_patch_size)
     else:
         vision = dict(
             depth=vision_layers, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-            num_heads=vision_heads, out_hidden_size=hidden, fullatt_block_indexes=[vision_layers - 1],
+            num_heads=vision_heads, out_hidden_size=out_width, fullatt_block_indexes=[vision_layers - 1],
             window_size=patch_size * spatial_merge_size * 2, patch_size=patch_size,
             spatial_merge_size=spatial_merge_size, temporal_patch_size=temporal_patch_size)
     config = getattr(transformers, config_cls)(
@@ -343,12 +350,14 @@ def make_qwen_lora_adapter(base: QwenInfo | str | Path, out: str | Path,
 
 def _write_tokenizer(path: Path, vocab_size: int) -> Any:
     """The BPE test tokenizer with Qwen's specials, reshaped to Qwen's conventions: no BOS
-    prepended, ``<|im_end|>`` as EOS, ``<|endoftext|>`` as pad, ChatML template."""
+    prepended, no prefix space, ``<|im_end|>`` as EOS, ``<|endoftext|>`` as pad, ChatML template."""
     tok = make_tokenizer(path, vocab_size=vocab_size, extra_special=QWEN_SPECIALS, pad_token=ENDOFTEXT,
-                         chat_template=QWEN_CHAT_TEMPLATE, tokenizer_class="Qwen2Tokenizer",
+                         chat_template=QWEN_CHAT_TEMPLATE, tokenizer_class="PreTrainedTokenizerFast",
                          model_max_length=32768)
     backend = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
     backend["post_processor"] = None
+    # Qwen's byte-level BPE adds no prefix space: a text tokenizes the same alone as inside a prompt
+    backend["pre_tokenizer"]["prepend_scheme"] = "never"
     (path / "tokenizer.json").write_text(json.dumps(backend, ensure_ascii=False), encoding="utf-8")
     config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     config.update(bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT, add_bos_token=False, errors="replace")

@@ -120,3 +120,151 @@ class ProcessorConfigMismatch(Check):
             elif have != want:
                 yield self.finding(f"processor_config.json {key} is {have!r} but the model needs {want!r}",
                                    path=where, location=loc, hint=f"Set \"{key}\" to {json.dumps(want)}.")
+
+
+# ---- family tables (doctor.families): the image processor's geometry against the vision config -------
+
+
+def _processor_sections(folder: Path) -> list[tuple[dict[str, Any], Path, str]]:
+    """The image processor's settings and, when saved, the video processor's (5.x writes
+    ``video_preprocessor_config.json`` or a ``video_processor`` section)."""
+    out = []
+    proc, proc_path, prefix = image_processor_config(folder)
+    if proc is not None and proc_path is not None:
+        out.append((proc, proc_path, prefix))
+    whole = load_json_dict(folder / "processor_config.json")
+    if whole is not None and isinstance(whole.get("video_processor"), dict):
+        out.append((whole["video_processor"], folder / "processor_config.json", "/video_processor"))
+    video = load_json_dict(folder / "video_preprocessor_config.json")
+    if video is not None:
+        out.append((video, folder / "video_preprocessor_config.json", ""))
+    return out
+
+
+@register
+class ProcessorGeometryMismatch(Check):
+    """The image (or video) processor patches images differently from the vision encoder.
+
+    ## What it does
+    For families whose table maps processor keys to vision roles (Qwen2-VL, Qwen2.5-VL:
+    `patch_size` -> `vision_config.patch_size`, `merge_size` -> `vision_config.spatial_merge_size`,
+    `temporal_patch_size` -> `vision_config.temporal_patch_size`), compares each value in
+    preprocessor_config.json / processor_config.json (and the video processor's file) with
+    config.json. A key the processor file leaves out takes the processor class's default.
+
+    ## Why is this bad?
+    The processor cuts the pixels into patches and counts the placeholder tokens; the model
+    re-assembles them by its own config. Measured on transformers 5 with real forwards: another
+    `merge_size` raises `Image features and image tokens do not match`; another `patch_size` or
+    `temporal_patch_size` raises a reshape / index error inside the vision encoder.
+
+    ## Example
+    preprocessor_config.json `"merge_size": 1` for a model with `"spatial_merge_size": 2`.
+
+    ## How to fix
+    Copy the processor files of the base model, or set the keys to the vision config's values.
+    """
+
+    code = "CKP503"
+    name = "processor-geometry-mismatch"
+    artifacts = frozenset({"model"})
+    requires = ("CKP406",)
+
+    def run(self, ckp_config: dict[str, Any], path: str):
+        from doctor.families import family_of
+
+        fam = family_of(ckp_config.get("model_type"))
+        vc = vision_config(ckp_config)
+        if fam is None or vc is None or not fam.processor_keys or fam.token_rule != "dynamic":
+            return
+        for proc, where, prefix in _processor_sections(Path(path)):
+            for key, role in fam.processor_keys.items():
+                vkey = fam.vision_keys.get(role)
+                want = vc.get(vkey) if vkey else None
+                if not isinstance(want, int) or isinstance(want, bool):
+                    continue
+                have = proc.get(key)
+                shown = have if have is not None else fam.processor_defaults.get(key)
+                if shown == want:
+                    continue
+                said = f"{key} is {have!r}" if have is not None else f"has no {key} (the processor then uses {shown})"
+                yield self.finding(
+                    f"{where.name} {said} but config.json vision_config.{vkey} is {want}: the processor's "
+                    "patches and token count do not match what the vision encoder builds",
+                    path=str(where), location=Location(pointer=f"{prefix}/{key}"),
+                    hint=f"Set \"{key}\": {want} in {where.name}.")
+
+
+@register
+class PixelLimitsInvalid(Check):
+    """The processor's `min_pixels` / `max_pixels` are inconsistent, or one image can fill the context.
+
+    ## What it does
+    For families with a dynamic-resolution token rule (Qwen2-VL, Qwen2.5-VL) reads the pixel
+    limits the image processor ends up with (`min_pixels` / `max_pixels` keys win over
+    `size.shortest_edge` / `size.longest_edge`) and flags: `min_pixels` above `max_pixels`;
+    `max_pixels` below one merged patch (`(patch_size x merge_size)^2`, every image then becomes
+    one token); and a largest image whose tokens (`max_pixels / (patch_size x merge_size)^2`)
+    exceed the tokenizer's `model_max_length`.
+
+    ## Why is this bad?
+    With the limits reversed, images are resized to sizes outside the range the model was
+    trained on and the token count no longer grows with the image. A `max_pixels` that lets one
+    image take more tokens than the training length makes truncation cut through the image's
+    `<|image_pad|>` tokens: the transformers 5 processor raises "Mismatch in `image` token count
+    between text and `input_ids`" (measured), trainers that truncate after processing raise `Image
+    features and image tokens do not match`; without truncation large images run out of memory.
+
+    ## Example
+    `"max_pixels": 12845056` (16384 tokens per image) with `"model_max_length": 4096`.
+
+    ## How to fix
+    Lower `max_pixels` (LLaMA-Factory: `image_max_pixels`; e.g. 768 x 768 = 589824, 752 tokens) or
+    raise the training length; keep `min_pixels` <= `max_pixels`.
+    """
+
+    code = "CKP504"
+    name = "pixel-limits-invalid"
+    severity = Severity.WARNING
+    artifacts = frozenset({"model"})
+    requires = ("CKP406",)
+
+    def run(self, ckp_config: dict[str, Any], path: str):
+        from doctor.families import family_of
+        from doctor.families.resize import dynamic_geometry
+
+        fam = family_of(ckp_config.get("model_type"))
+        if fam is None or fam.token_rule != "dynamic":
+            return
+        folder = Path(path)
+        proc, where, prefix = image_processor_config(folder)
+        if proc is None or where is None:
+            return
+        geo = dynamic_geometry(proc, fam)
+
+        def loc(name: str) -> Location:
+            src = geo.sources[name]
+            return Location(pointer=f"{prefix}/{src.replace('.', '/')}" if src != "default" else prefix or "/")
+
+        if geo.min_pixels > geo.max_pixels:
+            yield self.finding(f"min_pixels {geo.min_pixels} is above max_pixels {geo.max_pixels}: images are resized "
+                               "outside the range and their token count no longer follows their size",
+                               path=str(where), location=loc("min_pixels"),
+                               hint="Keep min_pixels <= max_pixels (Qwen: 3136 and 12845056).")
+            return
+        unit = geo.factor * geo.factor
+        if geo.max_pixels < unit:
+            yield self.finding(f"max_pixels {geo.max_pixels} is below one merged patch ({geo.factor}x{geo.factor} = "
+                               f"{unit} px): every image shrinks to one token", path=str(where), location=loc("max_pixels"),
+                               hint=f"Set max_pixels to at least {unit * 4} (Qwen's default: {28 * 28 * 1280}).")
+            return
+        tok = load_json_dict(folder / "tokenizer_config.json") or {}
+        limit = tok.get("model_max_length")
+        most = geo.max_image_tokens()
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and 0 < limit < 1e7 and most > limit:
+            yield self.finding(
+                f"max_pixels {geo.max_pixels} lets one image take up to {most} image tokens, more than "
+                f"model_max_length {int(limit)}: truncation cuts through the image tokens (the processor raises "
+                "\"Mismatch in `image` token count\")", path=str(where), location=loc("max_pixels"),
+                hint=f"Lower max_pixels to at most {int(limit) // 2 * unit} ({int(limit) // 2} tokens) or raise the "
+                     "training length.")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.envprobe import version_tuple
+from doctor.families import default_image_tokens
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register
@@ -15,7 +16,7 @@ from doctor.checks.checkpoint.fixtures import ModelWeights, image_token_id, load
 from doctor.checks.checkpoint.installed import installed_transformers
 from doctor.checks.checkpoint.tokenizer_files import TokenizerFacts, read_tokenizer
 
-DEFAULT_IMAGE_TOKENS = {"mllama": "<|image|>"}
+DEFAULT_IMAGE_TOKENS = default_image_tokens()  # model_type -> placeholder, from doctor.families
 
 
 @fixture

@@ -318,3 +318,146 @@ class CrossAttentionLayersInvalid(Check):
                 f"{key} is {sorted(set(layers))} but the weights have cross-attention tensors for layers {sorted(have)}: "
                 "the listed layers' cross-attention would be initialized at random", path=_where(path),
                 location=Location(key=key), hint=f"Set {key} to {sorted(have)}.")
+
+
+# ---- family tables (doctor.families): Qwen2-VL's mrope and merger ------------------------------------
+
+
+def rope_sections(config: dict[str, Any]) -> tuple[Any, str]:
+    """(``mrope_section`` or None, the dotted key it sits under) in a flat 4.x config
+    (``rope_scaling``) or a nested 5.x one (``text_config.rope_parameters`` / ``rope_scaling``)."""
+    tc = text_config(config)
+    candidates = [("text_config.", tc)] if tc is not config else []
+    candidates.append(("", config))
+    for prefix, node in candidates:
+        for key in ("rope_parameters", "rope_scaling"):
+            rope = node.get(key)
+            if isinstance(rope, dict) and "mrope_section" in rope:
+                return rope["mrope_section"], f"{prefix}{key}.mrope_section"
+    for prefix, node in candidates:
+        for key in ("rope_parameters", "rope_scaling"):
+            if isinstance(node.get(key), dict):
+                return None, f"{prefix}{key}.mrope_section"
+    return None, ("text_config." if tc is not config else "") + "rope_scaling.mrope_section"
+
+
+def head_dim(config: dict[str, Any]) -> int | None:
+    """The text attention head size transformers uses: ``head_dim``, else hidden / heads."""
+    tc = text_config(config)
+    if _is_int(tc.get("head_dim")) and tc["head_dim"] > 0:
+        return tc["head_dim"]
+    hidden, heads = tc.get("hidden_size"), tc.get("num_attention_heads")
+    if _is_int(hidden) and _is_int(heads) and heads > 0:
+        return hidden // heads
+    return None
+
+
+@register
+class MropeSectionMismatch(Check):
+    """The multimodal rotary sections (`mrope_section`) do not split the attention head.
+
+    ## What it does
+    For families whose table names `rope="mrope"` (Qwen2-VL, Qwen2.5-VL), reads
+    `rope_scaling.mrope_section` (4.x flat config) or `text_config.rope_parameters.mrope_section`
+    (5.x) and checks that its sum times 2 equals the head dim (`head_dim`, else `hidden_size /
+    num_attention_heads`). Without the key the model uses the family's default (Qwen: `[16, 24, 24]`,
+    i.e. head dim 128).
+
+    ## Why is this bad?
+    The rotary embedding splits its `head_dim / 2` frequencies into temporal, height and width
+    sections. Sections that do not add up make the first forward raise `RuntimeError:
+    split_with_sizes expects split_sizes to sum exactly to ...` (measured on transformers 5), for text
+    and images alike; the model loads without a warning.
+
+    ## Example
+    A Qwen2-VL config resized to 16-dim heads keeping `"mrope_section": [16, 24, 24]` (sum 64, needs 8).
+
+    ## How to fix
+    Set `mrope_section` to three numbers summing to head_dim / 2, in Qwen's proportions (1/4, 3/8,
+    3/8): e.g. `[16, 24, 24]` for head dim 128, `[2, 3, 3]` for 16.
+    """
+
+    code = "CKP501"
+    name = "mrope-section-mismatch"
+    artifacts = frozenset({"model"})
+    requires = ("CKP001",)
+
+    def run(self, ckp_config: dict[str, Any], path: str):
+        from doctor.families import family_of
+
+        fam = family_of(ckp_config.get("model_type"))
+        if fam is None or fam.rope != "mrope":
+            return
+        dim = head_dim(ckp_config)
+        sections, key = rope_sections(ckp_config)
+        given = sections is not None
+        if not given:
+            sections = list(fam.rope_default_sections)
+        if not isinstance(sections, list) or not sections or not all(_is_int(s) and s > 0 for s in sections):
+            yield self.finding(f"{key} is {sections!r}; it must be a list of positive integers (temporal, height, "
+                               "width)", path=_where(path), location=Location(key=key))
+            return
+        if dim is None or sum(sections) * 2 == dim:
+            return
+        what = f"{key} {sections}" if given else f"no {key}, so {fam.title} uses its default {sections},"
+        yield self.finding(
+            f"{what} sums to {sum(sections)} but the head dim is {dim} (needs {dim // 2}): the first forward "
+            f"raises \"split_with_sizes expects split_sizes to sum exactly to {dim // 2}\"",
+            path=_where(path), location=Location(key=key),
+            hint=f"Set {key} to three numbers summing to {dim // 2}, e.g. {_split(dim // 2)}.")
+
+
+def _split(half: int) -> list[int]:
+    t = max(1, round(half / 4))
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+@register
+class VisionMergerWidthMismatch(Check):
+    """The vision merger's output width (its projector) differs from the language model's width.
+
+    ## What it does
+    For families with a merger width key in their table (Qwen2-VL: `vision_config.hidden_size`;
+    Qwen2.5-VL: `vision_config.out_hidden_size`), compares it with `text_config.hidden_size`
+    (flat 4.x configs: `hidden_size`). When the weights' merger output (`visual.merger.mlp.2.weight`)
+    already disagrees with config.json, CKP106 reports the tensor instead.
+
+    ## Why is this bad?
+    The merger maps merged patches to this width and the model writes them into the text embeddings:
+    a different width builds and loads, then the first image raises (`masked_scatter` / shape
+    mismatch). It happens when a vision tower and an LLM of other sizes are put together by hand.
+
+    ## Example
+    Qwen2.5-VL-3B vision (`out_hidden_size` 2048) with a 7B language model (`hidden_size` 3584).
+
+    ## How to fix
+    Use the vision encoder and merger trained for this language model, or retrain the merger
+    (`visual.merger.*`) with `out_hidden_size` = the text hidden size.
+    """
+
+    code = "CKP502"
+    name = "vision-merger-width-mismatch"
+    artifacts = frozenset({"model"})
+    requires = ("CKP001",)
+
+    def run(self, ckp_config: dict[str, Any], ckp_weights: ModelWeights, path: str):
+        from doctor.families import family_of
+
+        fam = family_of(ckp_config.get("model_type"))
+        vc = vision_config(ckp_config)
+        key = fam.vision_keys.get("out_width") if fam is not None and fam.layouts else None
+        if key is None or vc is None:
+            return
+        out, hidden = vc.get(key), text_config(ckp_config).get("hidden_size")
+        if not (_is_int(out) and _is_int(hidden)) or out == hidden:
+            return
+        merger_out = [t for n, t in ckp_weights.tensors.items()
+                      if re.search(r"(^|\.)visual\.merger\.mlp\.2\.weight$", n) and len(t.shape) == 2]
+        if merger_out and merger_out[0].shape[0] != out:
+            return  # the weights contradict config.json: CKP106 names the tensor
+        yield self.finding(
+            f"vision_config.{key} is {out} but the language model's hidden_size is {hidden}: the merger's "
+            f"image features ({out} wide) do not fit the text embeddings; the first image raises",
+            path=_where(path), location=Location(key=f"vision_config.{key}"),
+            hint=f"Use a merger trained to output {hidden} (vision_config.{key} = {hidden}) for this language model.")
