@@ -47,6 +47,7 @@ from doctor.files import (
     FSDP_DIR_RE,
     GLOBAL_STEP_RE,
     INDEX_SUFFIX,
+    LFS_POINTER_PREFIX,
     MODEL_CONFIG,
     NON_LORA_TRAINABLES,
     ORIGINAL_LLAVA_TYPES,
@@ -271,7 +272,7 @@ def sniff(path: Path) -> tuple[str, str]:
         if head.startswith(magic):
             return "image", what
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"version https://git-lfs.github.com/spec/"):
+    if text.startswith(LFS_POINTER_PREFIX):
         return "lfs-pointer", "a Git-LFS pointer (the real file was never downloaded)"
     if text[:1] == b"[":
         return "json", "a JSON array"

@@ -39,6 +39,9 @@ NON_LORA_TRAINABLES = "non_lora_trainables.bin"
 MM_PROJECTOR = "mm_projector.bin"
 # files the LLaVA codebase loads with a plain torch.load (llava/model/builder.py)
 LLAVA_PLAIN_LOAD = frozenset({NON_LORA_TRAINABLES, MM_PROJECTOR})
+# pickled state dicts transformers / peft load by name (shards included); a safetensors copy can replace them
+PICKLE_WEIGHTS_RE = re.compile(r"^(pytorch_model|adapter_model)(-\d+-of-\d+)?\.bin$")
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"  # what a clone without git-lfs leaves
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 # what torch.load / pickle.load / mmengine open: every such file goes through the pickle scanner
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -24,6 +24,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from doctor.errors import ArtifactError
+from doctor.files import PICKLE_SUFFIXES
 from doctor.io.pickle.allow import is_dangerous, role_of, verdict
 from doctor.io.pickle.containers import walk_file
 from doctor.io.pickle.streams import Stream, Walk
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     import torch
 
 PICKLE_FORMATS = frozenset({"torch-zip", "torch-legacy", "torch-tar", "pickle", "zip-pickle"})
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _USES = {"call": "called", "new": "instantiated", "build": "given state"}
 
 __all__ = ["ScanIssue", "ScanResult", "TensorMeta", "UnsafePickleError", "scan", "tensor_infos", "safe_load",

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor.files import LFS_POINTER_PREFIX
+
 MAX_HEADER_SIZE = 100_000_000
-LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+LFS_PREFIX = LFS_POINTER_PREFIX
 
 # Element size in bits (sub-byte float formats pack several elements per byte).
 DTYPE_BITS: dict[str, int] = {

@@ -344,3 +344,25 @@ def test_old_torch_with_a_clean_llava_pickle_is_env003_alone(tmp_path: Path, mon
     (root / "non_lora_trainables.bin").write_bytes(exec_reduce(root / "PWNED", 2))  # twin: a file that fails
     found = {f.code for f in doctor.check(str(root), select=["SEC008", "ENV003"]).findings}
     assert found == {"ENV003", "SEC008"}
+
+
+def test_the_same_import_in_several_pickles_of_a_file_is_one_finding(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, ...]:
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": Payload()}, protocol=2))
+        z.writestr("archive/extra.pkl", pickle.dumps({"v": Payload()}, protocol=2))
+        z.writestr("archive/more.pkl", pickle.dumps({"u": Payload()}, protocol=2))
+    (finding,) = [f for f in sec(tmp_path / "model.pt").findings if f.code == "SEC001"]
+    assert "also in 2 more place(s)" in finding.message and "archive/" in finding.message
+    with zipfile.ZipFile(tmp_path / "one.pt", "w") as z:  # twin: one pickle, one finding, no "also"
+        z.writestr("archive/data.pkl", pickle.dumps({"w": Payload()}, protocol=2))
+    (finding,) = [f for f in sec(tmp_path / "one.pt").findings if f.code == "SEC001"]
+    assert "also in" not in finding.message

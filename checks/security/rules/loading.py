@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from doctor.checks.security.rules.pickles import ARTIFACTS, LLAVA_PLAIN_LOAD
 from doctor.artifacts import Artifact
 from doctor.errors import Skip
-from doctor.files import is_training_state
+from doctor.files import PICKLE_WEIGHTS_RE, is_training_state
 from doctor.findings import Applicability, Fix, Severity
 from doctor.registry import Check, register
 
@@ -110,7 +109,7 @@ def convertible(path: str, artifact: Artifact) -> bool:
         return True
     if Path(path).parent != Path(artifact.path):
         return False
-    m = re.fullmatch(r"(pytorch_model|adapter_model)(-\d+-of-\d+)?\.bin", name)
+    m = PICKLE_WEIGHTS_RE.match(name)
     if m is None:
         return False
     twin = "model" if m.group(1) == "pytorch_model" else "adapter_model"
@@ -122,7 +121,7 @@ def _where_fix_writes(path: str, artifact: Artifact) -> str:
     p = Path(path)
     if Path(artifact.path).is_file():
         return f"Run `vlm-doctor check {p} --fix`: it writes {p.with_suffix('.safetensors')} beside it."
-    m = re.fullmatch(r"(pytorch_model|adapter_model)(-\d+-of-\d+)?\.bin", p.name)
+    m = PICKLE_WEIGHTS_RE.match(p.name)
     new = ("model" if m and m.group(1) == "pytorch_model" else "adapter_model") + ((m.group(2) if m else "") or "")
     folder = str(artifact.path).rstrip("/")
     return (f"Run `vlm-doctor check {folder} --fix`: it writes {folder}-safetensors/ with {new}.safetensors "

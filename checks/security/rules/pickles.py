@@ -87,11 +87,22 @@ class _ScanIssueCheck(Check):
     def run(self, sec_pickle_scans: dict[str, Any], artifact: Artifact) -> Iterator:
         for path, result in sec_pickle_scans.items():
             ckp_owned = result.format == "lfs-pointer" and ckp_owns_lfs_pointer(path, artifact)
-            for issue in result.issues:
-                if issue.kind in self.kinds and not (ckp_owned and issue.kind == "wrong-format"):
-                    where = f" [{issue.where}]" if issue.where else ""
-                    yield self.finding(f"{Path(path).name}: {issue.message}{where}", path=path,
-                                       severity=_SEVERITY[issue.severity], hint=self.hint_for(path, issue))
+            issues = [i for i in result.issues
+                      if i.kind in self.kinds and not (ckp_owned and i.kind == "wrong-format")]
+            # one cause, once per file: the same import in several pickles of a file is one finding
+            groups: dict[object, list[Any]] = {}
+            for issue in issues:
+                groups.setdefault((issue.kind, issue.global_name) if issue.global_name else id(issue), []).append(issue)
+            for same in groups.values():
+                issue = same[0]
+                where = f" [{issue.where}]" if issue.where else ""
+                also = ""
+                if len(same) > 1:
+                    places = [i.where for i in same[1:] if i.where]
+                    also = f"; also in {len(same) - 1} more place(s) of this file" + (
+                        f" ({'; '.join(places[:3])}{', ...' if len(places) > 3 else ''})" if places else "")
+                yield self.finding(f"{Path(path).name}: {issue.message}{where}{also}", path=path,
+                                   severity=_SEVERITY[issue.severity], hint=self.hint_for(path, issue))
 
     def hint_for(self, path: str, issue: Any) -> str | None:
         return None

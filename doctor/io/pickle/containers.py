@@ -24,10 +24,11 @@ import tarfile
 import zipfile
 from typing import IO
 
+from doctor.files import LFS_POINTER_PREFIX
 from doctor.io.pickle.streams import Walk, walk_pickles
 from doctor.io.pickle.tar import walk_tar_members
 
-LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+LFS_PREFIX = LFS_POINTER_PREFIX
 _IN_MEMORY = 64 << 20  # zip entries up to this size are read into memory for speed
 _META_ENTRIES = {"version", "byteorder", ".format_version", ".storage_alignment", "serialization_id"}
 
