@@ -379,16 +379,6 @@ def _ambiguous(name: str) -> bool:
     return name == "lm_head" or name.startswith("lm_head.") or name == "model.image_newline"
 
 
-def peft_renames(src: Layout, dst: Layout) -> bool:
-    """Whether peft (when new enough: ``doctor.peft_compat.converts_legacy_vlm_keys``) renames
-    adapter keys saved in ``src`` to the in-memory ``dst`` itself: the pre-4.52 names of a family
-    onto its >= 4.52 names (HF_LEGACY -> HF_MODERN, QWEN_LEGACY -> QWEN_MODERN; a Qwen legacy
-    adapter's language keys ``model.layers.*`` read as TEXT)."""
-    if src is HF_LEGACY and dst is HF_MODERN:
-        return True
-    return any(modern is dst and src in (legacy, TEXT) for legacy, modern in _FAMILY_TYPES.values())
-
-
 def vision_style(names: Iterable[str]) -> str | None:
     """``"tower"`` (llava / llava_next: CLIP or SigLIP), ``"model"`` (mllama), ``"visual"``
     (Qwen2-VL) or None."""
@@ -477,7 +467,6 @@ __all__ = [
     "HF_VLM_TYPES", "ORIGINAL_TYPES", "VISION_ONLY_TYPES", "in_memory_layout", "disk_to_memory",
     "PEFT_PREFIX", "PARTS", "Layout", "Canonical", "LayoutGuess",
     "ORIGINAL", "HF_LEGACY", "HF_MODERN", "TEXT", "LAYOUTS", "FAMILY_LAYOUTS", "QWEN_LEGACY", "QWEN_MODERN",
-    "peft_renames",
     "strip_peft_prefix", "adapter_module_name", "to_canonical", "from_canonical",
     "map_name", "map_names", "part_of", "split_parts", "classify", "vision_style",
 ]
