@@ -185,6 +185,8 @@ def test_deepspeed_resume_raises(tmp_path, broken, expected):
     deepspeed_run(tmp_path, **broken)
     f = only(doctor.check(str(tmp_path), select=["RUN"]), "RUN205")
     assert expected in f.message and f.hint.startswith("Resume from checkpoint-10 instead")
+    assert Path(f.path).exists() and Path(f.path).parent.name in ("checkpoint-20", "global_step20") or \
+        f.path == str(tmp_path / "checkpoint-20" / expected.split(":")[0])
     assert analyze_run(tmp_path).recommendation.resume_from == "checkpoint-10"
 
 

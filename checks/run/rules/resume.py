@@ -86,8 +86,13 @@ class ResumeRaises(Check):
         if not raises:
             return
         what = "; ".join(f"{f}: {why}" for f, why in raises)
-        path = st.save.path / raises[0][0] if raises[0][0].endswith((".json", ".pt", ".pth", ".bin")) or \
-            raises[0][0] == "latest" else st.save.path
+        first = raises[0][0]
+        if "/" in first:  # global_stepN/*optim_states.pt: the folder
+            path = st.save.path / first.split("/")[0]
+        elif first.endswith((".json", ".pt", ".pth", ".bin", ".safetensors")) or first == "latest":
+            path = st.save.path / first
+        else:
+            path = st.save.path
         yield self.finding(f"{st.save.name} (the newest save) cannot be resumed: {what}", path=str(path),
                            hint=_fallback(run_analysis, st)[:1].upper() + _fallback(run_analysis, st)[1:] + ".")
 
