@@ -93,8 +93,12 @@ class ResumeRaises(Check):
             path = st.save.path / first
         else:
             path = st.save.path
+        hint = _fallback(run_analysis, st)
+        if _intact_before(run_analysis, st) is None:
+            hint += (": restore the file if a copy exists, or start a new run from this save's weights (load the "
+                     "adapter or model, then train without resume_from_checkpoint: the optimizer restarts)")
         yield self.finding(f"{st.save.name} (the newest save) cannot be resumed: {what}", path=str(path),
-                           hint=_fallback(run_analysis, st)[:1].upper() + _fallback(run_analysis, st)[1:] + ".")
+                           hint=hint[:1].upper() + hint[1:] + ".")
 
 
 @register
@@ -137,9 +141,12 @@ class ResumeLosesState(Check):
             return  # a resume that raises is RUN205's
         lost = " and ".join(s for s, _ in r.lost)
         why = "; ".join(w for _, w in r.lost)
+        hint = _fallback(run_analysis, st)
+        if _intact_before(run_analysis, st) is None:
+            hint += (f": resume from {st.save.name} knowing that this state restarts (shorten the warmup to match), "
+                     "and find what keeps it from the saves (save_only_model=True, a cleanup script, a full disk)")
         yield self.finding(f"resuming from {st.save.name} (the newest save) restarts its {lost}: {why}",
-                           path=str(st.save.path),
-                           hint=_fallback(run_analysis, st)[:1].upper() + _fallback(run_analysis, st)[1:] + ".")
+                           path=str(st.save.path), hint=hint[:1].upper() + hint[1:] + ".")
 
 
 @register
