@@ -114,7 +114,6 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     from rich.console import Console
     from rich.table import Table
 
-    from doctor.runs.triage import human_size
     from doctor.reporters import OutputFormat, RenderContext, render
 
     buf = io.StringIO()
@@ -148,10 +147,3 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
         console.print(f"[bold {styles[style]}]{escape(text)}[/]" if style else escape(text))
     return buf.getvalue()
 
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    from doctor.runs.record import fmt
-
-    return fmt(v)

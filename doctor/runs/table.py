@@ -60,6 +60,8 @@ def recommendation_lines(analysis: Any) -> list[tuple[str, str | None]]:
         lines.append((f"keep {r.keep_label} for inference: {'; '.join(r.reasons)}", "good"))
     else:
         lines.append((f"nothing to keep for inference: {'; '.join(r.reasons)}", "warn"))
+    if r.resume_from and r.resume_from != r.keep:
+        lines.append((f"keep {r.resume_from} to resume training from", "good"))
     for name, size in r.delete:
         lines.append((f"  safe to delete {root / name}  ({human_size(size)})", None))
     if r.delete:

@@ -63,7 +63,7 @@ def test_without_trainer_state_resume_raises(lora_run, tmp_path):
     assert f.severity is Severity.ERROR
     assert f.message.startswith("checkpoint-4 (the newest save) cannot be resumed: trainer_state.json: absent")
     assert f.path == str(root / "checkpoint-4" / "trainer_state.json")
-    assert f.hint.startswith(f"Resume from checkpoint-2 instead") and str(root / "checkpoint-2") in f.hint
+    assert f.hint.startswith("Resume from checkpoint-2 instead") and str(root / "checkpoint-2") in f.hint
     assert "RUN206" not in finding_codes(report)
     r = analyze_run(root).recommendation
     assert r.resume_from == "checkpoint-2" and r.delete == []  # the only resumable save and the newest weights

@@ -128,7 +128,7 @@ def test_no_resumable_save_at_all(tmp_path):
     make_run(tmp_path, decreasing(20), 10, training_state=())  # save_only_model=True writes no state
     f = only(doctor.check(str(tmp_path), select=["RUN"]), "RUN206")
     assert "optimizer state and learning-rate schedule and RNG state" in f.message
-    assert f.hint == "No earlier save of this run resumes intact either."
+    assert f.hint.startswith("No earlier save of this run resumes intact either: resume from checkpoint-20 knowing")
     r = analyze_run(tmp_path).recommendation
     assert r.resume_from is None and r.keep == "checkpoint-20" and [n for n, _ in r.delete] == ["checkpoint-10"]
 
@@ -185,6 +185,8 @@ def test_deepspeed_resume_raises(tmp_path, broken, expected):
     deepspeed_run(tmp_path, **broken)
     f = only(doctor.check(str(tmp_path), select=["RUN"]), "RUN205")
     assert expected in f.message and f.hint.startswith("Resume from checkpoint-10 instead")
+    assert Path(f.path).exists() and Path(f.path).parent.name in ("checkpoint-20", "global_step20") or \
+        f.path == str(tmp_path / "checkpoint-20" / expected.split(":")[0])
     assert analyze_run(tmp_path).recommendation.resume_from == "checkpoint-10"
 
 
@@ -195,3 +197,12 @@ def test_final_output_is_not_judged_for_resuming(tmp_path):
     a = analyze_run(tmp_path)
     assert a.resume["final"].verdict == "-" and a.resume["final"].to_dict()["resumable"] is None
     assert a.recommendation.resume_from == "checkpoint-20"
+
+
+def test_only_save_without_state_file(tmp_path):
+    make_run(tmp_path, decreasing(10), 10)
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()
+    f = only(doctor.check(str(tmp_path), select=["RUN"]), "RUN205")
+    assert f.hint.startswith("No earlier save of this run resumes intact either: restore the file")
+    r = analyze_run(tmp_path).recommendation
+    assert (r.keep, r.resume_from, r.delete) == ("checkpoint-10", None, [])

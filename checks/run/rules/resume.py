@@ -86,10 +86,19 @@ class ResumeRaises(Check):
         if not raises:
             return
         what = "; ".join(f"{f}: {why}" for f, why in raises)
-        path = st.save.path / raises[0][0] if raises[0][0].endswith((".json", ".pt", ".pth", ".bin")) or \
-            raises[0][0] == "latest" else st.save.path
+        first = raises[0][0]
+        if "/" in first:  # global_stepN/*optim_states.pt: the folder
+            path = st.save.path / first.split("/")[0]
+        elif first.endswith((".json", ".pt", ".pth", ".bin", ".safetensors")) or first == "latest":
+            path = st.save.path / first
+        else:
+            path = st.save.path
+        hint = _fallback(run_analysis, st)
+        if _intact_before(run_analysis, st) is None:
+            hint += (": restore the file if a copy exists, or start a new run from this save's weights (load the "
+                     "adapter or model, then train without resume_from_checkpoint: the optimizer restarts)")
         yield self.finding(f"{st.save.name} (the newest save) cannot be resumed: {what}", path=str(path),
-                           hint=_fallback(run_analysis, st)[:1].upper() + _fallback(run_analysis, st)[1:] + ".")
+                           hint=hint[:1].upper() + hint[1:] + ".")
 
 
 @register
@@ -132,9 +141,12 @@ class ResumeLosesState(Check):
             return  # a resume that raises is RUN205's
         lost = " and ".join(s for s, _ in r.lost)
         why = "; ".join(w for _, w in r.lost)
+        hint = _fallback(run_analysis, st)
+        if _intact_before(run_analysis, st) is None:
+            hint += (f": resume from {st.save.name} knowing that this state restarts (shorten the warmup to match), "
+                     "and find what keeps it from the saves (save_only_model=True, a cleanup script, a full disk)")
         yield self.finding(f"resuming from {st.save.name} (the newest save) restarts its {lost}: {why}",
-                           path=str(st.save.path),
-                           hint=_fallback(run_analysis, st)[:1].upper() + _fallback(run_analysis, st)[1:] + ".")
+                           path=str(st.save.path), hint=hint[:1].upper() + hint[1:] + ".")
 
 
 @register
