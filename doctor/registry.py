@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from doctor.findings import Finding, Fix, Location, Severity
+from doctor.kinds import KINDS
 
 DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "How to fix")
 
@@ -83,6 +84,9 @@ def register(cls: type[Check]) -> type[Check]:
         raise ValueError(f"check code {code} registered twice ({REGISTRY[code].__name__}, {cls.__name__})")
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", cls.name):
         raise ValueError(f"{cls.__name__}: name {cls.name!r} is not kebab-case")
+    unknown = set(cls.artifacts) - KINDS
+    if unknown:
+        raise ValueError(f"{cls.__name__}: artifact kinds {sorted(unknown)} are not ArtifactKind values")
     REGISTRY[code] = cls
     return cls
 
@@ -92,7 +96,12 @@ def fixture(func: Callable[..., Any]) -> Callable[..., Any]:
 
     A fixture's own parameters are fixtures too. Raise ``doctor.errors.Skip`` when the input is
     unavailable: every check that needs it is then skipped with that reason."""
-    FIXTURES[func.__name__] = func
+    name = func.__name__
+    known = FIXTURES.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (func.__module__, func.__qualname__):
+        raise ValueError(f"fixture {name!r} registered twice ({known.__module__}, {func.__module__}): "
+                         "fixtures are handed to checks by name, so each name must be unique")
+    FIXTURES[name] = func
     return func
 
 
@@ -100,12 +109,9 @@ def load_family(prefix: str) -> None:
     if prefix in _loaded:
         return
     family = FAMILIES[prefix]
-    try:
-        importlib.import_module(family.module)
-    except ModuleNotFoundError as e:
-        if e.name != family.module:
-            raise
-        # A family not installed in this build: it simply has no checks.
+    # A family whose module is missing is a broken install, not a family with zero checks: the
+    # ModuleNotFoundError propagates (start-up fails loudly; tests/engine/test_house.py holds it).
+    importlib.import_module(family.module)
     _loaded.add(prefix)
 
 
