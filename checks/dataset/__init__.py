@@ -38,6 +38,10 @@ def dataset_scan(path, options, progress):
     try:
         if is_table(path):
             try:
+                if getattr(options, "engine", "local") == "ray":
+                    from doctor.checks.dataset import distributed
+
+                    return distributed.scan_table(path, options)
                 return scan_table(path, options, progress)
             except TableUnavailable as e:
                 raise Skip(str(e)) from None

@@ -21,6 +21,7 @@ import io
 import os
 import time
 import warnings
+import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -62,6 +63,7 @@ class TableScan(DatasetScan):
     columns: list[str] = field(default_factory=list)
     images: ImageReport | None = None
     group_of_row: array = field(default_factory=lambda: array("q"))  # first row of each group
+    part_images: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # merged image results
 
     def iter_records(self) -> Iterator[tuple[Any, int | None, int | None, int]]:
         """(row, None, None, row index) for every row, images as the record pass saw them."""
@@ -96,51 +98,173 @@ def is_table(path: str | os.PathLike[str]) -> bool:
 def scan_table(path: str, options: Any, progress: Callable[..., Any] | None = None) -> TableScan:
     """Read the table once: the record rules on every row, the embedded images at ``--images``."""
     started = time.perf_counter()
+    scan = new_scan(path, options)
+    if scan.fmt is not None:
+        bar = progress("Reading rows", None) if progress else nullcontext(lambda n=1: None)
+        with bar as advance:
+            part = scan_part(path, options, None, 0, advance)
+        merge_parts(scan, [part])
+    return finish(scan, options, started)
+
+
+@dataclass
+class TablePart:
+    """What one reader of some row groups found: the unit a worker of ``--engine ray`` returns."""
+
+    groups: list[int]
+    group_rows: list[int]  # first row of each group
+    rows: int
+    checker: RecordChecker
+    # reference -> (width, height, format, bytes, [(code, severity, detail)], row, where)
+    images: dict[str, tuple[Any, ...]]
+
+
+def new_scan(path: str, options: Any) -> TableScan:
+    """The scan of ``path`` before any row is read: its columns and format (or DAT011)."""
     kind = "arrow" if str(path).lower().endswith(".arrow") else "parquet"
     scan = TableScan(path=str(path), kind=kind, layout="table", complete=True)
-    problems = scan.problems
-    checker = scan.checker = RecordChecker(problems)
+    scan.checker = RecordChecker(scan.problems)
+    scan.columns = _schema(path, kind)
+    conv = next((c for c in CONVERSATION_COLUMNS if c in scan.columns), None)
+    if conv is None:
+        scan.problems.add(MISSING_COLUMN, Problem(
+            f"the table has no \"messages\" (TRL, LLaMA-Factory) or \"conversations\" (LLaVA) column; its columns "
+            f"are {', '.join(repr(c) for c in scan.columns[:12]) or 'none'}: the trainers' collators find no "
+            "conversation in any row", path=str(path)))
+    else:
+        scan.fmt = "messages" if conv == "messages" else "llava"
+    return scan
+
+
+def group_rows(path: str) -> list[int]:
+    """The first row of each row group (parquet) or record batch (Arrow): the blocks of
+    ``--engine ray``. Parquet says it in its footer; an Arrow stream is read through (memory-mapped,
+    no copy)."""
+    pa, pq = _pyarrow()
+    sizes: list[int]
+    if not str(path).lower().endswith(".arrow"):
+        meta = pq.ParquetFile(path).metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    else:
+        with _open_arrow(path) as reader:
+            if hasattr(reader, "get_batch"):
+                sizes = [reader.get_batch(g).num_rows for g in range(reader.num_record_batches)]
+            else:
+                sizes = [batch.num_rows for batch in reader]
+    firsts, n = [], 0
+    for size in sizes:
+        firsts.append(n)
+        n += size
+    return firsts
+
+
+def scan_part(path: str, options: Any, groups: list[int] | None, first_row: int,
+              advance: Callable[[int], Any] | None = None) -> TablePart:
+    """Run the record rules and the image checks over ``groups`` (all when None), whose first row
+    is ``first_row`` of the file."""
+    kind = "arrow" if str(path).lower().endswith(".arrow") else "parquet"
+    columns = _schema(path, kind)
+    conv = next(c for c in CONVERSATION_COLUMNS if c in columns)
+    checker = RecordChecker(Problems())
+    check = checker.messages if conv == "messages" else checker.llava
     level = getattr(options, "images", "header")
     root = str(Path(options.image_folder) if getattr(options, "image_folder", None) else Path(path).resolve().parent)
-    report = scan.images = ImageReport(level=level, root=root)
-    if level == "none":
-        report.skipped = "image checks are off (--images none)"
     probe = _EmbeddedImages(level, float(getattr(options, "decode_sample", 100.0)), root)
-    schema_names = _schema(path, kind)
-    scan.columns = list(schema_names)
-    conv = next((c for c in CONVERSATION_COLUMNS if c in schema_names), None)
-    if conv is None:
-        problems.add(MISSING_COLUMN, Problem(
-            f"the table has no \"messages\" (TRL, LLaMA-Factory) or \"conversations\" (LLaVA) column; its columns "
-            f"are {', '.join(repr(c) for c in schema_names[:12]) or 'none'}: the trainers' collators find no "
-            "conversation in any row", path=str(path)))
-        scan.seconds = time.perf_counter() - started
-        return scan
-    scan.fmt = "messages" if conv == "messages" else "llava"
-    check = checker.messages if conv == "messages" else checker.llava
-    bar = progress("Reading rows", None) if progress else nullcontext(lambda n=1: None)
-    n = 0
-    with bar as advance:
-        for g, rows in _row_groups(path, kind, scan.columns):
-            scan.row_groups += 1
-            scan.group_of_row.append(n)
-            for row in rows:
-                row, embedded = _substitute(row, n)
-                if type(row) is dict:
-                    check(row, n, None, None)
-                for ref, k, key, value in embedded:
-                    ref_id = checker.refs.get(ref)
-                    if ref_id is None:
-                        continue
-                    probe.check(report, scan, ref_id, n, g, (key, k) if k is not None else (key,), value)
-                n += 1
-                if not n % PROGRESS_EVERY:
-                    advance(PROGRESS_EVERY)
-        advance(n % PROGRESS_EVERY)
-    scan.records = scan.objects = n
-    report.checked = len(checker.refs)
-    if not checker.refs and report.skipped is None:
+    part = TablePart(groups=[], group_rows=[], rows=0, checker=checker, images={})
+    n = first_row
+    for g, rows in _row_groups(path, kind, columns, groups):
+        part.groups.append(g)
+        part.group_rows.append(n)
+        for row in rows:
+            row, embedded = _substitute(row, n)
+            if type(row) is dict:
+                check(row, n, None, None)
+            for ref, k, key, value in embedded:
+                if ref in checker.refs and ref not in part.images:
+                    parts = (key, k) if k is not None else (key,)
+                    where = (f"image at row {n}" + (f" (row group {g})" if kind == "parquet" else "")
+                             + f", {'/'.join(str(p) for p in parts)}")
+                    part.images[ref] = (*probe.check(value), n, parts, where)
+            n += 1
+            if advance is not None and not (n - first_row) % PROGRESS_EVERY:
+                advance(PROGRESS_EVERY)
+    part.rows = n - first_row
+    if advance is not None:
+        advance(part.rows % PROGRESS_EVERY)
+    return part
+
+
+def merge_parts(scan: TableScan, parts: list[TablePart]) -> None:
+    """Fold the parts, in row order, into ``scan`` exactly as one reader of every row would have
+    filled it: problems in row order under the same cap, image references numbered by first use."""
+    checker, problems = scan.checker, scan.problems
+    assert checker is not None
+    images: dict[str, tuple[Any, ...]] = {}
+    for part in sorted(parts, key=lambda p: p.group_rows[0] if p.group_rows else 0):
+        scan.row_groups += len(part.groups)
+        scan.group_of_row.extend(part.group_rows)
+        scan.records += part.rows
+        pc = part.checker
+        for code, count in pc.problems.counts.items():
+            kept = problems.samples.setdefault(code, [])
+            kept.extend(pc.problems.samples.get(code, [])[: max(problems.cap - len(kept), 0)])
+            if not kept:
+                del problems.samples[code]
+            problems.counts[code] = problems.counts.get(code, 0) + count
+        for code, fixes in pc.problems.fixes.items():
+            for applicability, fix in fixes.items():
+                problems.fixes.setdefault(code, {}).setdefault(applicability, fix)
+        for ref, local in pc.refs.items():
+            if ref not in checker.refs:
+                checker.refs[ref] = len(checker.ref_first)
+                checker.ref_first.append(pc.ref_first[local])
+                key = pc.keys[pc.ref_key[local]]
+                kid = checker._key_ids.get(key)
+                if kid is None:
+                    kid = checker._key_ids[key] = len(checker.keys)
+                    checker.keys.append(key)
+                checker.ref_key.append(kid)
+        for ref, result in part.images.items():
+            images.setdefault(ref, result)
+        checker.image_refs += pc.image_refs
+        checker.records_with_images += pc.records_with_images
+        checker.multi_image += pc.multi_image
+        if checker.multi_image_first is None:
+            checker.multi_image_first = pc.multi_image_first
+        for turns, count in pc.turns.items():
+            checker.turns[turns] = checker.turns.get(turns, 0) + count
+        checker.chars.extend(pc.chars)
+    scan.objects = scan.records
+    scan.part_images = images
+
+
+def finish(scan: TableScan, options: Any, started: float) -> TableScan:
+    """The image report, in reference order, from the merged parts."""
+    given = getattr(options, "image_folder", None)
+    root = str(Path(given) if given else Path(scan.path).resolve().parent)
+    report = scan.images = ImageReport(level=getattr(options, "images", "header"), root=root, root_given=bool(given))
+    checker = scan.checker
+    assert checker is not None
+    if report.level == "none":
+        report.skipped = "image checks are off (--images none)"
+    elif not checker.refs:
         report.skipped = "the dataset references no images"
+    results = getattr(scan, "part_images", {})
+    report.widths = array("I", bytes(4 * len(checker.refs)))
+    report.heights = array("I", bytes(4 * len(checker.refs)))
+    for ref, ref_id in checker.refs.items():
+        result = results.get(ref)
+        if result is None:
+            continue
+        w, h, fmt, nbytes, found, row, parts, where = result
+        report.widths[ref_id], report.heights[ref_id] = w, h
+        report.bytes += nbytes
+        if fmt:
+            report.formats[fmt] = report.formats.get(fmt, 0) + 1
+        for code, severity, detail in found:
+            report.problems.add(code, Problem(f"{where}: {detail}", row, Location.json_pointer(row, *parts),
+                                              severity=Severity(severity), path=scan.path))
+    report.checked = len(results)
     scan.seconds = report.seconds = time.perf_counter() - started
     return scan
 
@@ -156,21 +280,27 @@ def _schema(path: str, kind: str) -> list[str]:
         raise TableUnavailable(f"pyarrow cannot open {path} as {kind}: {e}") from None
 
 
-def _row_groups(path: str, kind: str, columns: list[str]) -> Iterator[tuple[int, list[Any]]]:
-    """(group number, rows as Python dicts) per parquet row group / Arrow record batch."""
+def _row_groups(path: str, kind: str, columns: list[str],
+                groups: list[int] | None = None) -> Iterator[tuple[int, list[Any]]]:
+    """(group number, rows as Python dicts) per parquet row group / Arrow record batch, for
+    ``groups`` (every group when None), in file order."""
     pa, pq = _pyarrow()
+    wanted = None if groups is None else set(groups)
     if kind == "parquet":
         pf = pq.ParquetFile(path)
         for g in range(pf.num_row_groups):
-            yield g, pf.read_row_group(g, columns=columns or None).to_pylist()
+            if wanted is None or g in wanted:
+                yield g, pf.read_row_group(g, columns=columns or None).to_pylist()
         return
     with _open_arrow(path) as reader:
-        for g in range(reader.num_record_batches) if hasattr(reader, "num_record_batches") else iter(int, 1):
-            try:
-                batch = reader.get_batch(g) if hasattr(reader, "get_batch") else reader.read_next_batch()
-            except StopIteration:
-                return
-            yield g, batch.to_pylist()
+        if hasattr(reader, "get_batch"):  # the IPC file format: random access
+            for g in range(reader.num_record_batches):
+                if wanted is None or g in wanted:
+                    yield g, reader.get_batch(g).to_pylist()
+            return
+        for g, batch in enumerate(reader):  # the stream format (save_to_disk): read through
+            if wanted is None or g in wanted:
+                yield g, batch.to_pylist()
 
 
 class _open_arrow:  # noqa: N801 - a context manager used like open()
@@ -234,7 +364,8 @@ def _ref_of(struct: dict, n: int, key: str, k: int | None) -> str:
 
 
 class _EmbeddedImages:
-    """The image checks on one embedded image (bytes), or on the file its ``path`` names."""
+    """The image checks on one embedded image (its bytes), or on the file its ``path`` names:
+    (width, height, format, bytes, [(code, severity, detail)])."""
 
     def __init__(self, level: str, decode_percent: float, root: str) -> None:
         from doctor.checks.dataset.images.probe import pillow_max_pixels
@@ -245,68 +376,42 @@ class _EmbeddedImages:
         self.max_pixels = pillow_max_pixels()
         self._prober: Any = None
 
-    def check(self, report: ImageReport, scan: TableScan, ref_id: int, row: int, group: int,
-              parts: tuple[Any, ...], struct: dict) -> None:
-        while len(report.widths) <= ref_id:
-            report.widths.append(0)
-            report.heights.append(0)
+    def check(self, struct: dict) -> tuple[int, int, str | None, int, list[tuple[str, str, str]]]:
         if self.level == "none":
-            return
+            return 0, 0, None, 0, []
         data = struct.get("bytes")
-        where = (f"row {row}" + (f" (row group {group})" if scan.kind == "parquet" else "")
-                 + f", {'/'.join(str(p) for p in parts)}")
         if not data:
             path = struct.get("path")
             if type(path) is str and path:
-                self._file(report, scan, ref_id, row, parts, path, where)
-                return
-            self._add(report, scan, IMAGE_EMPTY, Severity.ERROR, row, parts, where,
-                      "the image has neither bytes nor a path: datasets' Image feature decodes it to None and "
-                      "the processor gets no image for its placeholder")
-            return
+                return self._file(path)
+            return 0, 0, None, 0, [(IMAGE_EMPTY, "error", "the image has neither bytes nor a path: datasets' Image "
+                                    "feature decodes it to None and the processor gets no image for its placeholder")]
         if self.level == "exists":
-            report.bytes += len(data)
-            return
-        report.bytes += len(data)
+            return 0, 0, None, len(data), []
         fmt = sniff(bytes(data[:4096]))
         w, h, failure, pil_fmt = _open(data)
         if failure is not None:
             code = NOT_IMAGE if fmt is None and "cannot identify" in failure else CORRUPT
-            self._add(report, scan, code, Severity.ERROR, row, parts, where, failure)
-            return
-        report.formats[pil_fmt or fmt or "?"] = report.formats.get(pil_fmt or fmt or "?", 0) + 1
-        report.widths[ref_id], report.heights[ref_id] = w, h
+            return 0, 0, None, len(data), [(code, "error", failure)]
+        fmt = pil_fmt or fmt
         if self.max_pixels and w * h > 2 * self.max_pixels:
-            self._add(report, scan, BOMB, Severity.ERROR, row, parts, where,
-                      f"{w}x{h} = {w * h:,} pixels, over twice Pillow's MAX_IMAGE_PIXELS: Image.open raises "
-                      "DecompressionBombError")
-            return
-        decode = self.level == "decode" and _sampled(row, self.decode_percent)
+            return w, h, fmt, len(data), [(BOMB, "error", f"{w}x{h} = {w * h:,} pixels, over twice Pillow's "
+                                           "MAX_IMAGE_PIXELS: Image.open raises DecompressionBombError")]
+        decode = self.level == "decode" and _sampled(struct, self.decode_percent)
         if decode or _looks_cut(fmt, data):
             failure = _decode(data)
             if failure:
-                self._add(report, scan, CORRUPT, Severity.ERROR, row, parts, where, failure)
+                return w, h, fmt, len(data), [(CORRUPT, "error", failure)]
+        return w, h, fmt, len(data), []
 
-    def _file(self, report: ImageReport, scan: TableScan, ref_id: int, row: int, parts: tuple[Any, ...],
-              path: str, where: str) -> None:
+    def _file(self, path: str) -> tuple[int, int, str | None, int, list[tuple[str, str, str]]]:
         from doctor.checks.dataset.images.probe import Prober
 
         if self._prober is None:
             self._prober = Prober(self.root, self.level, self.decode_percent, self.max_pixels)
         w, h, fmt, nbytes, problems = self._prober.probe(path)
-        report.widths[ref_id], report.heights[ref_id] = w, h
-        report.bytes += nbytes
-        if fmt:
-            report.formats[fmt] = report.formats.get(fmt, 0) + 1
-        for code, severity, detail in problems:
-            self._add(report, scan, code, Severity.ERROR if severity == "error" else Severity.WARNING, row,
-                      parts, where, f"image file {path!r}: {detail}")
-
-    @staticmethod
-    def _add(report: ImageReport, scan: TableScan, code: str, severity: Severity, row: int,
-             parts: tuple[Any, ...], where: str, detail: str) -> None:
-        report.problems.add(code, Problem(f"embedded image at {where}: {detail}", row,
-                                          Location.json_pointer(row, *parts), severity=severity, path=scan.path))
+        return w, h, fmt, nbytes, [(code, severity, f"image file {path!r}: {detail}")
+                                   for code, severity, detail in problems]
 
 
 def _open(data: bytes) -> tuple[int, int, str | None, str | None]:
@@ -351,5 +456,10 @@ def _decode(data: bytes) -> str | None:
     return None
 
 
-def _sampled(row: int, percent: float) -> bool:
-    return percent >= 100 or (row * 2654435761) % 10000 < percent * 100
+def _sampled(struct: dict, percent: float) -> bool:
+    """The same images are decoded on every run and every worker (a hash of the bytes' length and
+    ends, not of the row)."""
+    if percent >= 100:
+        return True
+    data = struct.get("bytes") or b""
+    return zlib.crc32(bytes(data[:64]) + bytes(data[-64:]) + len(data).to_bytes(8, "little")) % 10000 < percent * 100
