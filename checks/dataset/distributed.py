@@ -35,9 +35,10 @@ from doctor.errors import UsageError
 
 RAY_HINT = "pip install 'vlm-doctor[ray]'"
 IMAGE_BATCH = 256
-# Fault injection for the tests: a worker that finds this file missing creates it and kills
-# itself (SIGKILL) in the middle of its block, once per run, so the retry path is exercised.
-KILL_ONCE_ENV = "VLM_DOCTOR_TEST_KILL_WORKER_ONCE"
+# Fault injection for the tests (Options.extra): a path; the first worker to find that file
+# missing creates it and kills itself (SIGKILL) after computing its block's result, before
+# returning it, so a lost worker and Ray's retry of its block are exercised for real.
+KILL_ONCE = "ray_test_kill_once"
 
 _session: dict[str, Any] = {}
 
@@ -91,7 +92,8 @@ def map_blocks(options: Any, fn: Callable[[Any], Any], blocks: Sequence[Any]) ->
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data retries a map task whose worker died without limit (its remote_fn default,
     # max_retries=-1); a block's result is taken once, whichever attempt delivered it.
-    rows = ds.map_batches(_Apply(fn), batch_size=1, batch_format="numpy").take_all()
+    kill_once = (getattr(options, "extra", None) or {}).get(KILL_ONCE)
+    rows = ds.map_batches(_Apply(fn, kill_once), batch_size=1, batch_format="numpy").take_all()
     results: dict[int, Any] = {}
     for row in rows:
         results.setdefault(int(row["k"]), pickle.loads(row["result"]))  # a retried block counts once
@@ -104,22 +106,21 @@ def map_blocks(options: Any, fn: Callable[[Any], Any], blocks: Sequence[Any]) ->
 class _Apply:
     """The per-block function Ray ships to the workers (a picklable callable)."""
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], kill_once: str | None = None) -> None:
         self.fn = fn
+        self.kill_once = kill_once
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = []
         for payload in batch["payload"]:
             result = self.fn(pickle.loads(payload))
-            _maybe_die()
+            if self.kill_once:
+                _die_once(self.kill_once)
             out.append(pickle.dumps(result))
         return {"k": batch["k"], "result": out}
 
 
-def _maybe_die() -> None:
-    marker = os.environ.get(KILL_ONCE_ENV)
-    if not marker:
-        return
+def _die_once(marker: str) -> None:
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
