@@ -11,8 +11,9 @@ own, read with wait4) and prints one table:
 
 - json.load of the file (what LLaVA's train.py does): the anchor
 - ijson items (yajl2_c backend) and vlm-doctor's JsonStream: parsing only, the two streaming options
-- vlm-doctor structure checks (DAT0xx + DAT1xx + DAT901, --images none): target <= 1.0x json.load's
-  wall time and <= 0.1x its peak RSS
+- vlm-doctor structure checks (DAT0xx + DAT1xx + DAT2xx + DAT901, --images exists): target <= 1.0x
+  json.load's wall time and <= 0.1x its peak RSS, with the defect planted in the last record found;
+  and the same with the compiled path off (the exact Python reader), for comparison
 - a per-record jsonschema loop (the shipped llava.schema.json, record by record)
 - peft-doctor dataset-doctor (PyPI), which json.loads the whole file and samples 50 records
 - vlm-doctor image header checks on the distinct images, 2 workers, warm cache: target >= 20k
@@ -53,7 +54,8 @@ def main() -> int:
     if "ijson" not in args.skip:
         rows.append(measure("ijson.items, yajl2_c (parse only)", IJSON, data))
     rows.append(measure("vlm-doctor JsonStream (parse only)", STREAM, data))
-    rows.append(measure("vlm-doctor structure checks", STRUCTURE, data))
+    rows.append(measure("vlm-doctor structure checks", STRUCTURE.replace("FAST_PATH", "True"), data))
+    rows.append(measure("  same, exact Python reader only", STRUCTURE.replace("FAST_PATH", "False"), data))
     if "schema" not in args.skip:
         rows.append(measure("jsonschema, per record", SCHEMA.replace("LIMIT", str(args.schema_records)), data))
     if "peft" not in args.skip:
@@ -87,11 +89,15 @@ n = sum(1 for _ in JsonStream(sys.argv[1]))
 print(json.dumps({"records": n}))
 """
 STRUCTURE = """
-import json, sys, doctor
-r = doctor.check(sys.argv[1], select=["DAT0", "DAT1", "DAT901"], images="none")
+import json, os, sys, doctor
+from doctor.checks.dataset import scan
+scan.FAST = FAST_PATH
+r = doctor.check(sys.argv[1], select=["DAT0", "DAT1", "DAT2", "DAT901"], images="exists",
+                 image_folder=os.path.join(os.path.dirname(sys.argv[1]), "images"))
 assert not r.internal_errors, r.internal_errors
-print(json.dumps({"findings": len(r.findings), "records": int(next(f.message for f in r.findings
-      if f.code == "DAT901").split(" records")[0].replace(",", ""))}))
+n = int(next(f.message for f in r.findings if f.code == "DAT901").split(" records")[0].replace(",", ""))
+last = [f for f in r.findings if f.code == "DAT101" and f.location and f.location.record == n - 1]
+print(json.dumps({"findings": len(r.findings), "records": n, "defect_in_last_record_found": bool(last)}))
 """
 SCHEMA = """
 import json, sys
@@ -167,6 +173,8 @@ def report(rows: list[dict], images: dict, records: int) -> None:
           f"= {rate:,.0f} images/s (2 jobs, warm cache, best of 5)")
     wall_ok = structure["wall"] <= anchor["wall"]
     rss_ok = structure["rss"] <= 0.1 * anchor["rss"]
+    found = (structure.get("result") or {}).get("defect_in_last_record_found")
+    print(f"defect in the last record found: {found}")
     print(f"targets: structure wall {structure['wall'] / anchor['wall']:.2f}x json.load (<= 1.0: "
           f"{'ok' if wall_ok else 'MISSED'}), peak RSS {structure['rss'] / anchor['rss']:.3f}x (<= 0.1: "
           f"{'ok' if rss_ok else 'MISSED'}), images {rate:,.0f}/s (>= 20,000: {'ok' if rate >= 20000 else 'MISSED'})")
@@ -174,7 +182,7 @@ def report(rows: list[dict], images: dict, records: int) -> None:
 
 # ---- the synthetic dataset ------------------------------------------------------------------------
 def generate(work: Path, n: int, n_images: int) -> Path:
-    data = work / f"llava_mix_{n}_{n_images}.json"
+    data = work / f"llava_mix_{n}_{n_images}_v2.json"  # v2: a defect in the last record
     if data.exists():
         return data
     from doctor.testing import make_image
@@ -190,7 +198,10 @@ def generate(work: Path, n: int, n_images: int) -> Path:
     with tmp.open("w", encoding="utf-8") as f:
         f.write("[\n")
         for i in range(n):
-            text = json.dumps(_record(i, rng, n_images), indent=2)
+            record = _record(i, rng, n_images)
+            if i == n - 1:  # the defect the structure check must find: a role LLaVA does not know
+                record["conversations"][-1]["from"] = "assistant"
+            text = json.dumps(record, indent=2)
             f.write(("" if i == 0 else ",\n") + "  " + text.replace("\n", "\n  "))
         f.write("\n]\n")
     tmp.replace(data)

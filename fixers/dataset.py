@@ -22,8 +22,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.file_level import wrapped_records_key
 from doctor.checks.dataset.repair import DROPPABLE, Rechecker, repair
+from doctor.checks.dataset.records import detect_format
 
 from doctor.atomic import atomic_file
 from doctor.findings import Applicability
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from doctor.runner import Options
 
 DIFF_RECORDS = 20
-TO_LINES = frozenset({"DAT007", "DAT018"})
+TO_LINES = frozenset({DAT.ARRAY_IN_JSON_LINES_FILE, DAT.NOT_ONE_RECORD_PER_LINE})
 
 
 def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixOutcome:
@@ -61,7 +63,7 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
     if probe.layout == "array" and probe.fatal is not None:
         outcome.error = (f"{src}: {probe.fatal.message} at line {probe.fatal.line}, column {probe.fatal.column}; "
                          "the records after it cannot be read, so no repaired copy is written. Fix that place by "
-                         "hand (DAT001), then run --fix again.")
+                         f"hand ({DAT.INVALID_JSON}), then run --fix again.")
         return outcome
     array_out = _array_output(src, probe.layout, codes)
     extra = getattr(options, "extra", {}) or {}
@@ -101,14 +103,14 @@ class _Plan:
     def take(self, index: int, line: int, value: Any) -> Any:
         """The record to write, or None when it is dropped."""
         if isinstance(value, ParseError):
-            return self._drop(index, line, None, [f"DAT001: {value.message} (line {value.line}, column {value.column})"])
+            return self._drop(index, line, None, [f"{DAT.INVALID_JSON}: {value.message} (line {value.line}, column {value.column})"])
         if not isinstance(value, dict) or self.fmt is None:
             reasons = self.recheck(value, index) if not isinstance(value, dict) else {}
             return self._keep_or_drop(index, line, value, value, [], reasons)
         found = self.recheck(value, index)
         new, changes = value, []
-        todo = found.keys() & self.codes | ({"DAT016"} & self.codes)
-        if todo:  # copy and repair only what this record needs
+        todo = found.keys() & self.codes | ({DAT.MIXED_FIELD_TYPES} & self.codes)
+        if todo and self.fmt != "alpaca":  # copy and repair only what this record needs (alpaca: drops only)
             new, changes = repair(value, self.fmt, todo, self.unsafe)
             if changes:
                 found = self.recheck(new, index)
@@ -185,7 +187,7 @@ def _write(fh: TextIO, records: Any, plan: _Plan, array_out: bool) -> None:
 
 def _records(src: Path, layout: str, first: Any, codes: set[str]) -> Any:
     """(index, line, value) for every record, unwrapping a single or wrapped top-level object."""
-    if layout == "values" and isinstance(first, dict) and "DAT008" in codes:
+    if layout == "values" and isinstance(first, dict) and DAT.TOP_LEVEL_NOT_ARRAY in codes:
         key = None if ("conversations" in first or "messages" in first) else wrapped_records_key(first)
         if key is not None:
             return ((i, 1, rec) for i, rec in enumerate(first[key]))
@@ -201,20 +203,20 @@ def _probe(src: Path) -> tuple[JsonStream, Any, str | None]:
         if k == 0:
             first = value
         if fmt is None and k < 100 and isinstance(value, dict):
-            fmt = "llava" if "conversations" in value else "messages" if "messages" in value else None
+            fmt = detect_format(value)
     key = wrapped_records_key(first) if stream.records == 1 else None
     if fmt is None and key:
         inner = first[key][0]
-        fmt = "llava" if "conversations" in inner else "messages" if "messages" in inner else None
+        fmt = detect_format(inner) if isinstance(inner, dict) else None
     return stream, first, fmt
 
 
 def _array_output(src: Path, layout: str, codes: set[str]) -> bool:
-    if codes & {"DAT005", "DAT008"}:  # a .json file: its loader wants an array
+    if codes & {DAT.JSON_LINES_IN_JSON_FILE, DAT.TOP_LEVEL_NOT_ARRAY}:  # a .json file: its loader wants an array
         return True
     if codes & TO_LINES:  # a .jsonl file its loader reads line by line
         return False
-    if "DAT006" in codes:  # LLaVA records in JSON Lines: haotian-liu/LLaVA needs an array
+    if DAT.JSON_LINES_FOR_LLAVA in codes:  # LLaVA records in JSON Lines: haotian-liu/LLaVA needs an array
         return True
     return src.suffix.lower() != ".jsonl"
 

@@ -1,17 +1,28 @@
 """Per-record checks for the messages format (TRL, LLaMA-Factory, llama-recipes):
 ``{"messages": [{"role", "content": str | [{"type": "text"|"image", ...}]}], "images": [...]}``.
 
-String content carries ``<image>`` placeholders (LLaMA-Factory); typed parts carry
-``{"type": "image"}`` slots (TRL, transformers chat templates). Either way the number of slots
-must equal the number of images: LLaMA-Factory's mm_plugin raises "The number of images does
-not match the number of <image> tokens", transformers' processors raise on the mismatch too.
+The variants the loaders document, each accepted as its loader accepts it:
+
+- string content with ``<image>`` placeholders and an ``images`` list (LLaMA-Factory's
+  ``openai`` formatting; mm_plugin raises "The number of images does not match the number of
+  <image> tokens" on a mismatch);
+- string content with an ``images`` list and no placeholder: TRL's ``prepare_multimodal_messages``
+  inserts one ``{"type": "image"}`` per image before the first user message (LLaMA-Factory
+  raises on the same record, so this is a warning naming both);
+- typed parts ``{"type": "text", "text": ...}`` / ``{"type": "image"}`` (TRL, transformers chat
+  templates), an image part that carries its own payload (``"image": path``) is not filled from
+  ``images``;
+- LLaMA-Factory v1 parts ``{"type": "text" | "image_url" | "video_url" | "audio_url" |
+  "reasoning" | "tool_call", "value": ...}`` (``_to_hf_messages`` reads ``content["value"]``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe, repair
+from doctor.findings import Severity
 from doctor.checks.dataset.order import SIDE_ROLES, check_order, check_placeholders
 
 if TYPE_CHECKING:
@@ -21,8 +32,14 @@ ROLES = frozenset({"system", "user", "assistant"}) | SIDE_ROLES
 ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
            "chatgpt": "assistant", "user": "user", "assistant": "assistant", "system": "system"}
 IMAGE_PARTS = frozenset({"image", "image_url"})
+# Part types some loader knows: transformers chat templates (text, image, video, audio), TRL,
+# LLaMA-Factory v1 (text, reasoning, tool_call, image_url, video_url, audio_url), OpenAI's API.
+OTHER_PARTS = frozenset({"video", "audio", "video_url", "audio_url", "reasoning", "tool_call", "thinking",
+                         "input_audio", "input_text", "output_text"})
 IMAGE_TOKEN = "<image>"
-UNKNOWN_ROLE, EMPTY_FIELD = "DAT101", "DAT014"
+UNKNOWN_ROLE, EMPTY_FIELD = DAT.UNKNOWN_ROLE, DAT.EMPTY_FIELD
+MISSING_FIELD, WRONG_TYPE, PH_MISSING = DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE, DAT.IMAGE_PLACEHOLDER_MISSING
+WARNING = Severity.WARNING
 _MISSING: Any = object()
 
 
@@ -40,6 +57,8 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         return
     listed = _listed_images(c, rec, i, line, col)
     inline: list[tuple[str, tuple[Any, ...]]] = []
+    embedded = [0]  # image parts carrying data, not a file (base64, bytes)
+    typed = False
     roles: list[str | None] = []
     slots: list[tuple[int, int]] = []
     chars = 0
@@ -58,29 +77,48 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
             if (not content or content.isspace()) and not m.get("tool_calls"):
                 c._empty_turn(rec, i, line, col, ("messages", j, "content"), role)
         elif type(content) is list:
-            n, text = _parts(c, rec, i, j, line, col, content, inline)
+            typed = True
+            n, text = _parts(c, rec, i, j, line, col, content, inline, embedded)
             chars += text
             if n:
                 slots.append((j, n))
             elif not text and not m.get("tool_calls"):
                 c._empty_turn(rec, i, line, col, ("messages", j, "content"), role)
         elif not (content in (None, _MISSING) and m.get("tool_calls")):
-            c._field_problem(rec, i, line, col, ("messages", j, "content"), content, "a string or a list of parts")
+            c._field_problem(rec, i, line, col, ("messages", j, "content"), content,
+                             "a string or a list of parts (TRL's prepare_multimodal_messages and LLaMA-Factory "
+                             "iterate anything else as parts and fail)" if type(content) is dict else
+                             "a string or a list of parts")
     c.chars.append(chars)
-    if listed is None:  # no "images" list: typed parts may name their own files
-        for path, parts in inline:
-            c._ref(path, i, parts)
-        n_images = len(inline)
-        if inline:
+    # Image parts that carry their own file (TRL keeps them as they are; LLaMA-Factory v1 reads
+    # "value") count as images beside the "images" list, which fills the parts without one.
+    for path, parts in inline:
+        c._ref(path, i, parts)
+    if listed is None:
+        n_images = len(inline) + embedded[0]
+        if n_images:
             c.records_with_images += 1
-    else:
+    elif listed < 0:
         n_images = listed
+    else:
+        n_images = listed + len(inline) + embedded[0]
+        if not listed and n_images:
+            c.records_with_images += 1
     n = len(roles)
     if None not in roles and not (
         n > 1 and roles[0::2].count("user") == (n + 1) // 2 and roles[1::2].count("assistant") == n // 2
     ):
         check_order(P, rec, i, line, col, roles, "user", "assistant", "messages", False)  # type: ignore[arg-type]
-    if n_images >= 0 and (slots or n_images) and not (
+    if n_images > 0 and not slots and not typed:
+        # Plain-string content, images, no placeholder: TRL's form (it inserts the images before
+        # the first user message); LLaMA-Factory raises on it.
+        P.record(PH_MISSING, i, line, col, ("messages",),
+                 f"{describe(i, rec)} has {n_images} image(s) and no <image> placeholder: TRL's "
+                 "prepare_multimodal_messages inserts the images before the first user message, but "
+                 "LLaMA-Factory raises \"The number of images does not match the number of <image> tokens\"",
+                 severity=WARNING, fix=repair("insert <image> at the start of the first user turn")
+                 if n_images == 1 else None)
+    elif n_images >= 0 and (slots or n_images) and not (
         n_images == 1 and len(slots) == 1 and slots[0][1] == 1 and roles[slots[0][0]] == "user"
         and "user" not in roles[: slots[0][0]]
     ):
@@ -102,6 +140,8 @@ def _listed_images(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         path = item.get("path") if type(item) is dict else item
         if type(path) is str and path:
             c._ref(path, i, ("images", k))
+        elif type(item) is dict and item.get("bytes"):
+            pass  # LLaMA-Factory's _regularize_images opens {"bytes": ...} from memory
         else:
             ok = False
             c._field_problem(rec, i, line, col, ("images", k), item, "a non-empty path string")
@@ -113,7 +153,7 @@ def _listed_images(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
 
 
 def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, content: list,
-           inline: list[tuple[str, tuple[Any, ...]]]) -> tuple[int, int]:
+           inline: list[tuple[str, tuple[Any, ...]]], embedded: list[int]) -> tuple[int, int]:
     """(image slots, text characters) of typed content parts."""
     slots = text = 0
     for k, part in enumerate(content):
@@ -123,32 +163,51 @@ def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, con
             continue
         kind = part.get("type", _MISSING)
         if kind == "text":
-            value = part.get("text", _MISSING)
+            key = "text" if "text" in part else "value" if "value" in part else None
+            value = part[key] if key else _MISSING
             if type(value) is str:
                 text += len(value)
+            elif key is None:
+                c.problems.record(MISSING_FIELD, i, line, col, where + ("text",),
+                                  f"{describe(i, rec)}: the text part at messages/{j}/content/{k} has neither "
+                                  "\"text\" (TRL, transformers chat templates) nor \"value\" (LLaMA-Factory v1); "
+                                  "the template reads part[\"text\"] and fails or renders nothing", fix=DROP)
             else:
-                c._field_problem(rec, i, line, col, where + ("text",), value, "a string")
+                c._field_problem(rec, i, line, col, where + (key,), value, "a string")
         elif type(kind) is str and kind in IMAGE_PARTS:
             slots += 1
-            path, key = _inline_path(part)
+            path, key, data = _inline_path(part)
             if path:
                 inline.append((path, where + key))
+            elif data:
+                embedded[0] += 1
         elif kind is _MISSING:
             c._field_problem(rec, i, line, col, where + ("type",), kind, "\"text\" or \"image\"")
+        elif type(kind) is not str or kind not in OTHER_PARTS:
+            c.problems.record(WRONG_TYPE, i, line, col, where + ("type",),
+                              f"{describe(i, rec)}: part messages/{j}/content/{k} has type {kind!r}, which no loader "
+                              "knows: chat templates and LLaMA-Factory skip the part silently (expected \"text\", "
+                              "\"image\" or \"image_url\")", fix=DROP)
     return slots, text
 
 
-def _inline_path(part: dict) -> tuple[str | None, tuple[Any, ...]]:
-    for key in ("image", "path", "url"):
+def _inline_path(part: dict) -> tuple[str | None, tuple[Any, ...], bool]:
+    """(local file the part names, its key, whether it carries image data instead)."""
+    data = False
+    for key in ("image", "path", "url", "value"):
         value = part.get(key)
-        if type(value) is str and value and not value.startswith(("http://", "https://", "data:")):
-            return value, (key,)
+        if type(value) is str and value:
+            if not value.startswith(("http://", "https://", "data:")):
+                return value, (key,), False
+            data = True
     url = part.get("image_url")
     if type(url) is dict:
         url = url.get("url")
-    if type(url) is str and url and not url.startswith(("http://", "https://", "data:")):
-        return url, ("image_url",)
-    return None, ()
+    if type(url) is str and url:
+        if not url.startswith(("http://", "https://", "data:")):
+            return url, ("image_url",), False
+        data = True
+    return None, (), data
 
 
 def _role(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, role: Any) -> str | None:

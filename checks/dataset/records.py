@@ -14,24 +14,23 @@ This module is the hot path of a 665k-record scan: keep the common case cheap.
 from __future__ import annotations
 
 from array import array
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
+from doctor.checks.dataset.alpaca import check_alpaca
 from doctor.checks.dataset.common import DROP, Problems, describe, kind, repair
 from doctor.checks.dataset.messages import check_messages
-from doctor.checks.dataset.order import check_order, check_placeholders
+from doctor.checks.dataset.order import SHAREGPT_TAGS, check_order, check_placeholders, check_sharegpt
 
 from doctor.findings import Severity
 
-IMAGE_TOKEN = "<image>"
+try:
+    from msgspec import UNSET
+except ImportError:  # msgspec is optional: without it the scan reads every record as a dict
+    UNSET = object()
 
-INVALID_JSON, NOT_UTF8, BOM, TRAILING_COMMA = "DAT001", "DAT002", "DAT003", "DAT004"
-JSONL_IN_JSON, JSONL_FOR_LLAVA, ARRAY_IN_JSONL, NOT_ARRAY = "DAT005", "DAT006", "DAT007", "DAT008"
-EMPTY_DATASET, NOT_OBJECT, UNKNOWN_FORMAT, MISSING_FIELD = "DAT009", "DAT010", "DAT011", "DAT012"
-WRONG_TYPE, EMPTY_FIELD, DUPLICATE_ID, MIXED_TYPES = "DAT013", "DAT014", "DAT015", "DAT016"
-TOO_DEEP, NOT_ONE_PER_LINE = "DAT017", "DAT018"
-UNKNOWN_ROLE, FIRST_NOT_USER, NOT_ALTERNATING, EMPTY_TURN, NO_ASSISTANT = "DAT101", "DAT102", "DAT103", "DAT104", "DAT105"
-PH_MISSING, PH_COUNT, PH_WITHOUT_IMAGE, PH_MISPLACED, MULTI_IMAGE = "DAT110", "DAT111", "DAT112", "DAT113", "DAT114"
+IMAGE_TOKEN = "<image>"
 
 LLAVA_ALIASES = {"user": "human", "human": "human", "assistant": "gpt", "gpt": "gpt", "bot": "gpt",
                  "model": "gpt", "chatgpt": "gpt"}
@@ -81,7 +80,7 @@ class RecordChecker:
             return
         self.turns[len(conv)] = self.turns.get(len(conv), 0) + 1
         if not conv:
-            P.record(EMPTY_FIELD, i, line, col, ("conversations",),
+            P.record(DAT.EMPTY_FIELD, i, line, col, ("conversations",),
                      f"{describe(i, rec)}: \"conversations\" is empty; LLaVA's preprocess reads source[0] "
                      "and raises IndexError", fix=DROP)
             self.chars.append(0)
@@ -98,7 +97,7 @@ class RecordChecker:
             alternating = roles == (_ALTERNATING[len(roles)] if len(roles) < 64 else _alternating(len(roles))) and len(roles) > 1
             if not alternating:
                 roles = [r if r == "human" or r == "gpt" else self._llava_role(rec, i, j, line, col, r)
-                         for j, r in enumerate(roles)]
+                         for j, r in enumerate(roles)] if not self._sharegpt(rec, roles) else roles
             if not all(values) or any(map(str.isspace, values)):
                 for j, value in enumerate(values):
                     if not value or value.isspace():
@@ -110,12 +109,55 @@ class RecordChecker:
             else:
                 placeholders = [(j, v.count(IMAGE_TOKEN)) for j, v in enumerate(values) if IMAGE_TOKEN in v]
         self.chars.append(chars)
-        if not alternating and None not in roles:
-            check_order(P, rec, i, line, col, roles, "human", "gpt", "conversations", True)
+        if (not alternating or len(roles) % 2) and None not in roles:
+            if self._sharegpt(rec, roles):
+                roles = check_sharegpt(P, rec, i, line, col, roles)
+            elif not alternating:
+                check_order(P, rec, i, line, col, roles, "human", "gpt", "conversations", True)
         if n_images >= 0 and (placeholders or n_images) and not (
             n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
         ):
-            check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations")
+            check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations",
+                               sharegpt="images" in rec)
+
+    def llava_window(self, items: list, first: int) -> bool:
+        """Record a window of typed LLaVA records (``llava_decoder``) when no check would report
+        anything on any of them, with exactly the bookkeeping ``llava`` does; False, recording
+        nothing, as soon as one record needs the full rules (the caller then runs ``llava`` on
+        each record as a dict). The test is conservative: whatever it is unsure of goes to
+        ``llava``."""
+        chars = array("I")
+        add = chars.append
+        alternating = _ALTERNATING
+        isspace = str.isspace
+        frm, val = _FRM, _VAL
+        for r in items:
+            conv = r.conversations
+            n = len(conv)
+            if n < 2 or n >= 64 or r.images is not UNSET or list(map(frm, conv)) != alternating[n]:
+                return False
+            values = list(map(val, conv))
+            head = values[0]
+            joined = "\n".join(values)
+            if not all(values) or any(map(isspace, values)) or joined.find("<", len(head)) >= 0:
+                return False
+            image = r.image
+            if image is UNSET:
+                if IMAGE_TOKEN in head:
+                    return False
+            elif not image or head.count(IMAGE_TOKEN) != 1:
+                return False
+            add(len(joined) - n + 1)
+        self.chars.extend(chars)
+        turns = self.turns
+        for i, r in enumerate(items, first):
+            n = len(r.conversations)
+            turns[n] = turns.get(n, 0) + 1
+            image = r.image
+            if image is not UNSET:
+                self.records_with_images += 1
+                self._ref(image, i, _IMAGE_KEY)
+        return True
 
     def _llava_turns(self, rec: dict, i: int, line: int, col: int,
                      conv: list) -> tuple[list[str | None], list[tuple[int, int]], int]:
@@ -126,13 +168,14 @@ class RecordChecker:
         chars = 0
         for j, turn in enumerate(conv):
             if type(turn) is not dict:
-                P.record(WRONG_TYPE, i, line, col, ("conversations", j),
+                P.record(DAT.WRONG_FIELD_TYPE, i, line, col, ("conversations", j),
                          f"{describe(i, rec)}: turn {j} is {kind(turn)}, not an object with \"from\" and \"value\"",
                          fix=DROP)
                 roles.append(None)
                 continue
             frm = turn.get("from", _MISSING)
-            roles.append(frm if frm == "human" or frm == "gpt" else self._llava_role(rec, i, j, line, col, frm))
+            roles.append(frm if frm == "human" or frm == "gpt" or (frm in SHAREGPT_TAGS and self._sharegpt(rec, [frm]))
+                         else self._llava_role(rec, i, j, line, col, frm))
             value = turn.get("value", _MISSING)
             if type(value) is str:
                 chars += len(value)
@@ -155,19 +198,18 @@ class RecordChecker:
             key = "images"
         if type(image) is str:
             if not image:
-                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty string; LLaVA opens "
                                      "os.path.join(image_folder, \"\"), the folder itself", fix=DROP)
                 return -1
             self.records_with_images += 1
             self._ref(image, i, (key,))
-            if key == "images":
-                self._multi(i)
             return 1
         if type(image) is list:
-            self._multi(i)
+            if key == "image":  # "images" is LLaMA-Factory's sharegpt column, which takes lists
+                self._multi(i)
             if not image:
-                self.problems.record(EMPTY_FIELD, i, line, col, (key,),
+                self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty list", fix=DROP)
                 return -1
             ok = True
@@ -182,6 +224,13 @@ class RecordChecker:
         self._field_problem(rec, i, line, col, (key,), image, "a path string (or a list of them)")
         return -1
 
+    @staticmethod
+    def _sharegpt(rec: dict, roles: list[Any]) -> bool:
+        """Is this ``conversations`` record meant for LLaMA-Factory's sharegpt converter rather
+        than LLaVA's train.py? It is when it lists its images under ``images`` (LLaMA-Factory's
+        column; LLaVA reads ``image``) or uses sharegpt's tool tags, which LLaVA never had."""
+        return "images" in rec or ("observation" in roles or "function_call" in roles) and "image" not in rec
+
     def _llava_role(self, rec: dict, i: int, j: int, line: int, col: int, frm: Any) -> str | None:
         parts = ("conversations", j, "from")
         if frm is _MISSING or type(frm) is not str:
@@ -189,19 +238,28 @@ class RecordChecker:
             return None
         alias = LLAVA_ALIASES.get(frm.strip().lower())
         if alias is not None:
-            self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+            self.problems.record(DAT.UNKNOWN_ROLE, i, line, col, parts,
                                  f"{describe(i, rec)}: turn {j} is from {frm!r}; LLaVA's preprocess knows only "
                                  f"\"human\" and \"gpt\" (roles[{frm!r}] raises KeyError)",
                                  fix=repair(f"rename {frm!r} to {alias!r}"))
             return alias
-        self.problems.record(UNKNOWN_ROLE, i, line, col, parts,
+        self.problems.record(DAT.UNKNOWN_ROLE, i, line, col, parts,
                              f"{describe(i, rec)}: turn {j} is from {frm!r}, a role LLaVA's preprocess does not "
                              "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
         return None
 
-    # ---- messages --------------------------------------------------------------------------
+    # ---- messages, alpaca ------------------------------------------------------------------
     def messages(self, rec: dict, i: int, line: int, col: int) -> None:
         check_messages(self, rec, i, line, col)
+
+    def alpaca(self, rec: dict, i: int, line: int, col: int) -> None:
+        check_alpaca(self, rec, i, line, col)
+
+    def check(self, fmt: str, rec: Any, i: int, line: int = 0, col: int = 0) -> None:
+        """The per-record entry point for any source of records (a JSON stream, parquet or arrow
+        rows as dicts): ``fmt`` is "llava", "messages" or "alpaca" (see ``detect_format``);
+        ``line``/``col`` may be 0 where the source has no text positions."""
+        getattr(self, fmt)(rec, i, line, col)
 
     # ---- shared ----------------------------------------------------------------------------
     def _ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
@@ -224,16 +282,46 @@ class RecordChecker:
                        expected: str) -> None:
         name = "/".join(str(p) for p in parts)
         if value is _MISSING:
-            self.problems.record(MISSING_FIELD, i, line, col, parts,
+            self.problems.record(DAT.MISSING_FIELD, i, line, col, parts,
                                  f"{describe(i, rec)} has no \"{parts[-1]}\" (at {name})", fix=DROP)
         else:
-            self.problems.record(WRONG_TYPE, i, line, col, parts,
+            self.problems.record(DAT.WRONG_FIELD_TYPE, i, line, col, parts,
                                  f"{describe(i, rec)}: {name} is {kind(value)}; expected {expected}", fix=DROP)
 
     def _empty_turn(self, rec: dict, i: int, line: int, col: int, parts: tuple[Any, ...], role: Any) -> None:
-        self.problems.record(EMPTY_TURN, i, line, col, parts,
+        self.problems.record(DAT.EMPTY_TURN, i, line, col, parts,
                              f"{describe(i, rec)}: the {role!s} turn at {'/'.join(map(str, parts[:2]))} is empty "
                              "or whitespace only", fix=DROP)
 
 
-__all__ = ["RecordChecker", "IMAGE_TOKEN", "WARNING"]
+_IMAGE_KEY = ("image",)
+_FRM, _VAL = attrgetter("frm"), attrgetter("value")
+_DECODER: Any = None
+
+
+def llava_decoder() -> Any:
+    """A msgspec decoder for a list of LLaVA records whose types are right (turns from "human" or
+    "gpt" with string values, a string image, no "images"): a window of records that decodes with
+    it goes to ``RecordChecker.llava_window``; one that does not, record by record to ``llava``."""
+    global _DECODER
+    if _DECODER is None:
+        from doctor.checks.dataset.typed import LLAVA
+
+        _DECODER = LLAVA
+    return _DECODER
+
+
+def detect_format(rec: dict) -> str | None:
+    """The record format a record is written in: "llava" (``conversations``, also
+    LLaMA-Factory's sharegpt), "messages" (TRL, LLaMA-Factory openai and v1) or "alpaca"
+    (LLaMA-Factory's ``instruction``/``output``); None when none fits."""
+    if "conversations" in rec:
+        return "llava"
+    if "messages" in rec:
+        return "messages"
+    if "instruction" in rec or ("output" in rec and "input" in rec):
+        return "alpaca"
+    return None
+
+
+__all__ = ["RecordChecker", "IMAGE_TOKEN", "WARNING", "detect_format"]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problems
 from doctor.checks.dataset.messages import ALIASES as MESSAGES_ALIASES
 from doctor.checks.dataset.records import IMAGE_TOKEN, LLAVA_ALIASES, RecordChecker
 
 # Codes whose remaining problems make an unsafe fix drop the record.
-DROPPABLE = frozenset({"DAT010", "DAT012", "DAT013", "DAT014", "DAT017", "DAT101", "DAT102", "DAT103", "DAT104",
-                       "DAT105", "DAT110", "DAT111", "DAT112"})
-_TURN_CODES = frozenset({"DAT101", "DAT102", "DAT110", "DAT111", "DAT112", "DAT113"})
+DROPPABLE = frozenset({DAT.RECORD_NOT_OBJECT, DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE, DAT.EMPTY_FIELD, DAT.NESTING_TOO_DEEP, DAT.UNKNOWN_ROLE, DAT.FIRST_TURN_NOT_USER, DAT.ROLES_NOT_ALTERNATING, DAT.EMPTY_TURN,
+                       DAT.NO_ASSISTANT_TURN, DAT.IMAGE_PLACEHOLDER_MISSING, DAT.IMAGE_PLACEHOLDER_COUNT, DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE})
+_TURN_CODES = frozenset({DAT.UNKNOWN_ROLE, DAT.FIRST_TURN_NOT_USER, DAT.IMAGE_PLACEHOLDER_MISSING, DAT.IMAGE_PLACEHOLDER_COUNT, DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE, DAT.IMAGE_PLACEHOLDER_MISPLACED})
 
 
 def repair(rec: dict, fmt: str, codes: set[str], unsafe: bool) -> tuple[dict, list[str]]:
@@ -30,18 +31,18 @@ def repair(rec: dict, fmt: str, codes: set[str], unsafe: bool) -> tuple[dict, li
     if codes & _TURN_CODES and isinstance(rec.get(key), list):
         new[key] = copy.deepcopy(rec[key])
     turns = new.get(key) if codes & _TURN_CODES else None
-    if "DAT016" in codes and isinstance(new.get("id"), (int, float)) and not isinstance(new.get("id"), bool):
+    if DAT.MIXED_FIELD_TYPES in codes and isinstance(new.get("id"), (int, float)) and not isinstance(new.get("id"), bool):
         changes.append(f"id {new['id']!r} -> {str(new['id'])!r}")
         new["id"] = str(new["id"])
     if isinstance(turns, list):
-        if "DAT101" in codes:
+        if DAT.UNKNOWN_ROLE in codes:
             _roles(turns, llava, changes)
-        if ("DAT102" in codes and (llava or unsafe)):
+        if (DAT.FIRST_TURN_NOT_USER in codes and (llava or unsafe)):
             _leading(turns, llava, changes)
         n_images = _n_images(new, llava)
-        if n_images == 1 and codes & {"DAT110", "DAT111", "DAT113"}:
+        if n_images == 1 and codes & {DAT.IMAGE_PLACEHOLDER_MISSING, DAT.IMAGE_PLACEHOLDER_COUNT, DAT.IMAGE_PLACEHOLDER_MISPLACED}:
             _place_one(turns, llava, changes)
-        elif n_images == 0 and "DAT112" in codes and unsafe:
+        elif n_images == 0 and DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE in codes and unsafe:
             _strip_placeholders(turns, llava, changes)
     return (new, changes) if changes else (rec, [])
 
@@ -55,9 +56,9 @@ class Rechecker:
 
     def __call__(self, rec: Any, index: int) -> dict[str, str]:
         if not isinstance(rec, dict):
-            return {"DAT010": f"record {index} is not an object"}
+            return {DAT.RECORD_NOT_OBJECT: f"record {index} is not an object"}
         problems = self.checker.problems = Problems(cap=100)
-        (self.checker.llava if self.fmt == "llava" else self.checker.messages)(rec, index, 0, 0)
+        self.checker.check(self.fmt, rec, index)
         return {code: samples[0].message for code, samples in problems.samples.items()}
 
 

@@ -4,24 +4,36 @@ problems from the result; the image and token checks start from its image refere
 
 from __future__ import annotations
 
+import gc
 import time
+from bisect import bisect_right
 from array import array
+from itertools import repeat
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems, repair
 from doctor.checks.dataset.file_level import file_problems
-from doctor.checks.dataset.records import RecordChecker
+from doctor.checks.dataset.records import RecordChecker, detect_format, llava_decoder
 
 from doctor.findings import Severity
-from doctor.io.jsonstream import JsonStream, ParseError, read_value_at
+from doctor.io.jsonstream import (
+    JsonStream,
+    ParseError,
+    Window,
+    compiled_available,
+    read_value_at,
+    read_window_positions,
+)
 
 PROGRESS_EVERY = 4096
+FAST = True  # the compiled path (msgspec windows, typed LLaVA records); False: the exact reader only
 DETECT_WITHIN = 100  # records without "conversations"/"messages" before the format is called unknown
-_PARSE_CODES = {"syntax": "DAT001", "encoding": "DAT002", "too-deep": "DAT017", "too-large": "DAT008"}
+_PARSE_CODES = {"syntax": DAT.INVALID_JSON, "encoding": DAT.NOT_UTF8, "too-deep": DAT.NESTING_TOO_DEEP, "too-large": DAT.TOP_LEVEL_NOT_ARRAY}
 
 
 @dataclass
@@ -44,6 +56,9 @@ class DatasetScan:
     shared_lines: int = 0
     seconds: float = 0.0
     bytes: int = 0
+    # Windows of clean records read as typed structs: (first record, records, byte offset, size,
+    # line, column); their records' offsets and lines are -1 until asked for (``line_of``).
+    windows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
 
     @property
     def extension(self) -> str:
@@ -64,16 +79,42 @@ class DatasetScan:
 
     def record(self, index: int) -> Any:
         """Read record ``index`` again from the file (for the few a finding needs to quote)."""
-        return read_value_at(self.path, self.offsets[index])
+        return read_value_at(self.path, self.offset_of(index))
+
+    def line_of(self, index: int) -> int:
+        """The line where record ``index`` starts."""
+        line = self.lines[index]
+        if line < 0:
+            self._place(index)
+            line = self.lines[index]
+        return line
+
+    def offset_of(self, index: int) -> int:
+        """The byte offset where record ``index`` starts."""
+        offset = self.offsets[index]
+        if offset < 0:
+            self._place(index)
+            offset = self.offsets[index]
+        return offset
+
+    def _place(self, index: int) -> None:
+        """Compute the positions of the window holding record ``index`` (once)."""
+        k = bisect_right(self.windows, (index, 1 << 62)) - 1
+        first, n, offset, size, line, column = self.windows[k]
+        for j, (ln, _col, off) in enumerate(read_window_positions(self.path, offset, size, line, column), first):
+            self.lines[j] = ln
+            self.offsets[j] = off
 
 
-def scan_dataset(path: str, progress: Callable[..., Any] | None = None) -> DatasetScan:
-    """Stream ``path`` once; see the module docstring."""
+def scan_dataset(path: str, progress: Callable[..., Any] | None = None, fast: bool | None = None) -> DatasetScan:
+    """Stream ``path`` once; see the module docstring. ``fast=False`` (or ``FAST = False``) reads
+    with the exact Python reader only; the differential tests prove both give identical findings."""
+    fast = FAST if fast is None else fast
     started = time.perf_counter()
     scan = DatasetScan(path=str(path))
     problems = scan.problems
     checker = scan.checker = RecordChecker(problems)
-    stream = JsonStream(path)
+    stream = JsonStream(path, fast=fast)
     ids = _Ids()
     pending: list[tuple[dict, int, int, int]] = []
     check: Callable[[dict, int, int, int], None] | None = None
@@ -81,39 +122,66 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None) -> Datas
     offsets, lines = scan.offsets, scan.lines
     bar = progress("Reading records", None) if progress else nullcontext(lambda n=1: None)
     i = -1
-    with bar as advance:
-        for i, (rec, line, col, off) in enumerate(stream):
-            offsets.append(off)
-            lines.append(line)
-            if type(rec) is dict:
-                if check is not None:
-                    check(rec, i, line, col)
-                elif undecided:
-                    check = _detect(rec, scan, checker)
-                    if check is None:
-                        pending.append((rec, i, line, col))
-                        if len(pending) >= DETECT_WITHIN:
-                            undecided = False
-                            _unknown_format(problems, pending)
-                            pending.clear()
+    # Records are acyclic and die young: the cyclic collector only costs time here (json.load,
+    # the anchor, pays it too).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with bar as advance:
+            for rec, line, col, off in stream:
+                if type(rec) is Window:
+                    n = len(rec.items)
+                    if checker.llava_window(rec.items, i + 1):
+                        scan.windows.append((i + 1, n, rec.offset, rec.size, rec.line, rec.column))
+                        offsets.extend(repeat(-1, n))
+                        lines.extend(repeat(-1, n))
+                        ids.add_window(rec.items, i + 1)
+                        before, i = i, i + n
+                        if (i + 1) // PROGRESS_EVERY != (before + 1) // PROGRESS_EVERY:
+                            advance((i + 1) // PROGRESS_EVERY * PROGRESS_EVERY - (before + 1) // PROGRESS_EVERY
+                                    * PROGRESS_EVERY)
+                        continue
+                    items = rec.records()  # a record a check may report on: each one as a dict
+                else:
+                    items = ((rec, line, col, off),)
+                for rec, line, col, off in items:
+                    i += 1
+                    offsets.append(off)
+                    lines.append(line)
+                    if type(rec) is dict:
+                        if check is not None:
+                            check(rec, i, line, col)
+                        elif undecided:
+                            check = _detect(rec, scan, checker)
+                            if check is None:
+                                pending.append((rec, i, line, col))
+                                if len(pending) >= DETECT_WITHIN:
+                                    undecided = False
+                                    _unknown_format(problems, pending)
+                                    pending.clear()
+                            else:
+                                for args in pending:
+                                    check(*args)
+                                pending.clear()
+                                check(rec, i, line, col)
+                                if scan.fmt == "llava" and fast and compiled_available():
+                                    stream.typed = llava_decoder()
+                        rid = rec.get("id")
+                        if rid is not None:
+                            ids.add(rid, i)
+                    elif type(rec) is ParseError:
+                        _parse_error(problems, rec, i, stream.layout)
                     else:
-                        for args in pending:
-                            check(*args)
-                        pending.clear()
-                        check(rec, i, line, col)
-                rid = rec.get("id")
-                if rid is not None:
-                    ids.add(rid, i)
-            elif type(rec) is ParseError:
-                _parse_error(problems, rec, i, stream.layout)
-            else:
-                problems.record("DAT010", i, line, col, (), f"record {i} is {_what(rec)}, not an object",
-                                fix=DROP)
-            if i == 0:
-                scan.first_value = rec
-            if not (i + 1) % PROGRESS_EVERY:
-                advance(PROGRESS_EVERY)
-        advance((i + 1) % PROGRESS_EVERY)
+                        problems.record(DAT.RECORD_NOT_OBJECT, i, line, col, (), f"record {i} is {_what(rec)}, not an object",
+                                        fix=DROP)
+                    if i == 0:
+                        scan.first_value = rec
+                    if not (i + 1) % PROGRESS_EVERY:
+                        advance(PROGRESS_EVERY)
+            advance((i + 1) % PROGRESS_EVERY)
+    finally:
+        if collecting:
+            gc.enable()
     if pending:
         _unknown_format(problems, pending)
     scan.records = i + 1
@@ -128,20 +196,19 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None) -> Datas
 
 
 def _detect(rec: dict, scan: DatasetScan, checker: RecordChecker) -> Callable[[dict, int, int, int], None] | None:
-    if "conversations" in rec:
-        scan.fmt = "llava"
-        return checker.llava
-    if "messages" in rec:
-        scan.fmt = "messages"
-        return checker.messages
-    return None
+    fmt = detect_format(rec)
+    if fmt is None:
+        return None
+    scan.fmt = fmt
+    return getattr(checker, fmt)
 
 
 def _unknown_format(problems: Problems, pending: list[tuple[dict, int, int, int]]) -> None:
     rec, i, line, col = pending[0]
     keys = ", ".join(f'"{k}"' for k in list(rec)[:8]) or "no keys"
-    problems.add("DAT011", Problem(
-        f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA) nor \"messages\"; "
+    problems.add(DAT.UNKNOWN_RECORD_FORMAT, Problem(
+        f"the first {len(pending)} record(s) have neither \"conversations\" (LLaVA, sharegpt) nor \"messages\" "
+        "(TRL, LLaMA-Factory) nor \"instruction\" (alpaca); "
         f"record {i} has {keys}", i, f"/{i}", line, col))
 
 
@@ -175,6 +242,22 @@ class _Ids:
         self.index = array("q")
         self.types: dict[type, list[int]] = {}  # type -> [count, first record]
 
+    def add_window(self, items: list, first: int) -> None:
+        """``add`` for every record of a typed window (the common case: string ids, all there)."""
+        rids = [r.id for r in items]
+        if all(type(r) is str for r in rids):
+            self.hashes.extend(map(hash, rids))
+            self.index.extend(range(first, first + len(rids)))
+            seen = self.types.get(str)
+            if seen is None:
+                self.types[str] = [len(rids), first]
+            else:
+                seen[0] += len(rids)
+            return
+        for k, rid in enumerate(rids, first):
+            if rid is not None:
+                self.add(rid, k)
+
     def add(self, rid: Any, i: int) -> None:
         t = type(rid)
         if t is str or t is int:
@@ -200,10 +283,10 @@ class _Ids:
         desc = ", ".join(f"{names.get(t, t.__name__)} in {n:,} records" for t, (n, _) in parts)
         rare_type, (_, first) = parts[-1]
         fixable = set(self.types) <= {str, int, float}
-        scan.problems.add("DAT016", Problem(
+        scan.problems.add(DAT.MIXED_FIELD_TYPES, Problem(
             f"\"id\" is {desc} (first {names.get(rare_type, rare_type.__name__)} at record {first}): "
             "datasets/pyarrow cannot build one column from mixed types", first, f"/{first}/id",
-            scan.lines[first], severity=Severity.WARNING,
+            scan.line_of(first), severity=Severity.WARNING,
             fix=repair("write every id as a string") if fixable else None))
 
     def _duplicates(self, scan: DatasetScan) -> None:
@@ -227,11 +310,11 @@ class _Ids:
                 if rid is None or rid != _id_of(scan, j) or type(rid) is not type(_id_of(scan, j)):
                     continue  # a 64-bit hash collision: not a duplicate
                 shown += 1
-                scan.problems.add("DAT015", Problem(
-                    f"record {i} repeats id {rid!r} of record {j} (line {scan.lines[j]})", i, f"/{i}/id",
-                    scan.lines[i], severity=Severity.WARNING))
+                scan.problems.add(DAT.DUPLICATE_ID, Problem(
+                    f"record {i} repeats id {rid!r} of record {j} (line {scan.line_of(j)})", i, f"/{i}/id",
+                    scan.line_of(i), severity=Severity.WARNING))
             else:
-                scan.problems.counts["DAT015"] = scan.problems.count("DAT015") + 1
+                scan.problems.counts[DAT.DUPLICATE_ID] = scan.problems.count(DAT.DUPLICATE_ID) + 1
 
 
 def _id_of(scan: DatasetScan, i: int) -> Any:

@@ -54,8 +54,13 @@ class ParseError:
 class JsonStream:
     """Iterate the records of ``path``; see the module docstring."""
 
-    def __init__(self, path: str | Path, chunk_size: int = CHUNK, max_value_chars: int = MAX_VALUE_CHARS) -> None:
+    def __init__(self, path: str | Path, chunk_size: int = CHUNK, max_value_chars: int = MAX_VALUE_CHARS,
+                 fast: bool = True) -> None:
         self.path = Path(path)
+        self.fast = fast  # the compiled path for arrays (msgspec), when installed
+        # A msgspec decoder for a list of typed records: windows that decode with it are yielded
+        # whole, as ``Window`` values (the dataset scan sets it once it knows the format).
+        self.typed: Any = None
         self.chunk_size = chunk_size
         self.max_value_chars = max_value_chars
         self.layout = "unknown"  # array | values | empty
@@ -71,6 +76,28 @@ class JsonStream:
 
     def __iter__(self) -> Iterator[tuple[Any, int, int, int]]:
         with self.path.open("rb") as f:
+            if self.fast and _msgspec() is not None:
+                fast = _FastArray(self, f)
+                if fast.start():
+                    yield from fast.records()
+                    if fast.handover is None:
+                        return
+                    # The rest (the last records, anything unusual) goes through the exact reader.
+                    offset, line, column = fast.handover
+                    f.seek(offset)
+                    reader = _Reader(f, self.chunk_size)
+                    reader.raw_read = reader.byte = offset
+                    reader.line, reader.line_start = line, -(column - 1)
+                    try:
+                        yield from self._array(reader)
+                    except _EncodingError as e:
+                        self.fatal = e.error
+                        self.errors += 1
+                        yield e.error, e.error.line, e.error.column, e.error.offset
+                    finally:
+                        self.bytes = reader.raw_read
+                    return
+                f.seek(0)
             reader = _Reader(f, self.chunk_size)
             try:
                 yield from self._records(reader)
@@ -128,10 +155,10 @@ class JsonStream:
             r.pos = p
             c = r.skip_ws()
             if c == ",":
-                comma = r.pos
+                comma = r.position(r.pos)[:2]  # now: reading on may shift the buffer
                 r.pos += 1
                 if r.skip_ws() == "]":
-                    self.trailing_comma = r.position(comma)[:2] if comma >= r.tpos else r.position(r.pos)[:2]
+                    self.trailing_comma = comma
                     r.pos += 1
                     yield from self._after_array(r)
                     return
@@ -310,6 +337,218 @@ class _Reader:
         offset = self.raw_read - pending + e.start
         msg = f"not valid UTF-8: byte 0x{data[e.start:e.start + 1].hex()} ({e.reason}) at byte offset {offset}"
         return ParseError("encoding", msg, line, column, offset)
+
+
+# ---- the compiled path -------------------------------------------------------------------------
+FAST_CHUNK = 256 << 10
+_SEP = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
+_BWS = re.compile(rb"[ \t\n\r]*")
+_KEY = re.compile(rb'\{[ \t\n\r]*"[^"\\]{0,64}"')
+_MSGSPEC: Any = False
+
+
+def _msgspec() -> Any:
+    global _MSGSPEC
+    if _MSGSPEC is False:
+        try:
+            import msgspec
+        except ImportError:  # optional: the exact reader alone gives the same results, slower
+            _MSGSPEC = None
+        else:
+            _MSGSPEC = (msgspec.json.Decoder(list[msgspec.Raw]), msgspec.json.Decoder(), msgspec.DecodeError)
+    return _MSGSPEC
+
+
+def compiled_available() -> bool:
+    """Is the compiled path (msgspec) installed? Without it every file goes through the exact
+    reader, with the same results."""
+    return _msgspec() is not None
+
+
+class Window:
+    """A run of records the compiled path decoded into typed structs in one call (see
+    ``JsonStream.typed``): ``items`` are the structs; positions are computed only when asked
+    (``positions``), from the window's bytes (kept until the consumer is done with the window)."""
+
+    __slots__ = ("items", "offset", "line", "column", "size", "body")
+
+    def __init__(self, items: list, offset: int, line: int, column: int, body: bytes) -> None:
+        self.items, self.offset, self.line, self.column, self.size = items, offset, line, column, len(body)
+        self.body: bytes | None = body
+
+    def records(self) -> list[tuple[Any, int, int, int]]:
+        """Every record of the window as the exact reader yields it: (dict, line, column, offset)."""
+        assert self.body is not None
+        raw_list, one, _ = _msgspec()
+        raws = raw_list.decode(b"[" + self.body + b"]")
+        pos = window_positions(self.body, raws, self.offset, self.line, self.column)
+        return [(one.decode(r), line, col, off) for r, (line, col, off) in zip(raws, pos, strict=True)]
+
+
+def window_positions(body: bytes, raws: list, offset: int, line: int, column: int) -> list[tuple[int, int, int]]:
+    """(line, column, byte offset) of every record of a window whose first record starts at
+    ``offset`` (line ``line``, column ``column``); ``raws`` are its records as msgspec.Raw."""
+    out = []
+    start = mark = 0
+    sep = _SEP.match
+    for raw in raws:
+        n = body.count(b"\n", mark, start)
+        if n:
+            line += n
+            ls = body.rfind(b"\n", mark, start) + 1
+            column = 1 + _chars(body[ls:start])
+        else:
+            column += _chars(body[mark:start])
+        mark = start
+        out.append((line, column, offset + start))
+        m = sep(body, start + len(raw))
+        start = m.end() if m else len(body)
+    return out
+
+
+def read_window_positions(path: str | Path, offset: int, size: int, line: int,
+                          column: int) -> list[tuple[int, int, int]]:
+    """Positions of the records of a ``Window`` read earlier (asked for after the window was
+    consumed: only for records that have a finding)."""
+    raw_list = _msgspec()[0]
+    with Path(path).open("rb") as f:
+        f.seek(offset)
+        body = f.read(size)
+    return window_positions(body, raw_list.decode(b"[" + body + b"]"), offset, line, column)
+
+
+class _FastArray:
+    """A JSON array read with msgspec, a window of records at a time, yielding exactly what the
+    exact reader yields (values, 1-based line, column in characters, byte offset).
+
+    Each window ends at a record boundary found from the first record's context (the indentation
+    before its ``{`` and its first key, e.g. ``\\n  {\\n    "id"``); a window is accepted only when
+    ``[`` + window + ``]`` decodes, which is proof that it ends between two top-level records (a
+    cut inside a string leaves it unterminated, a cut inside a nested value leaves it unbalanced).
+    With ``stream.typed`` set (a msgspec decoder for a list of structs), a window that decodes
+    into those types is yielded as one ``Window``; otherwise its records are yielded one by one.
+    Whatever does not fit (the last records, a syntax error, NaN, lone surrogates, invalid UTF-8,
+    records that do not share the pattern) is handed to the exact reader at the next record, with
+    its position, so the results are identical."""
+
+    def __init__(self, stream: JsonStream, f: BinaryIO) -> None:
+        self.stream = stream
+        self.f = f
+        self.buf = b""
+        self.base = 0  # file offset of buf[0]
+        self.eof = False
+        self.handover: tuple[int, int, int] | None = None
+        self.pattern = b""
+        self.line = 1  # line of buf[self.mark]
+        self.mark = 0
+        self.col = 1  # column of buf[self.mark]
+        self.pos = 0
+
+    def _read(self) -> bool:
+        chunk = self.f.read(FAST_CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def start(self) -> bool:
+        """Read up to the first record; False unless the file is an array this path can take."""
+        self._read()
+        buf = self.buf
+        p = _BWS.match(buf).end()
+        if buf[:3] == b"\xef\xbb\xbf" or p >= len(buf) or buf[p:p + 1] != b"[":
+            return False
+        q = _BWS.match(buf, p + 1).end()
+        m = _KEY.match(buf, q)
+        if m is None:
+            return False
+        nl = buf.rfind(b"\n", p, q)
+        self.pattern = (buf[nl:q] if nl >= 0 else b"") + m.group()
+        self.stream.layout = "array"
+        self._advance(q)
+        self.pos = q
+        return True
+
+    def _advance(self, p: int) -> None:
+        """Move the line/column bookkeeping to buffer index ``p``."""
+        buf, mark = self.buf, self.mark
+        n = buf.count(b"\n", mark, p)
+        if n:
+            self.line += n
+            ls = buf.rfind(b"\n", mark, p) + 1
+            self.col = 1 + _chars(buf[ls:p])
+        else:
+            self.col += _chars(buf[mark:p])
+        self.mark = p
+
+    def records(self) -> Iterator[tuple[Any, int, int, int]]:
+        raw_list, one, error = _msgspec()
+        stream = self.stream
+        while True:
+            if len(self.buf) - self.pos < FAST_CHUNK and not self.eof:
+                self._read()
+            cut = self._cut()
+            if cut is None:
+                break
+            body = self.buf[self.pos:cut]
+            self._advance(self.pos)
+            offset = self.base + self.pos
+            typed = stream.typed
+            window = None
+            if typed is not None:
+                try:
+                    window = Window(typed.decode(b"[" + body + b"]"), offset, self.line, self.col, body)
+                except error:
+                    window = None
+            if window is not None:
+                stream.records += len(window.items)
+                yield window, self.line, self.col, offset
+                window.body = None
+                end = cut
+            else:
+                try:
+                    raws = raw_list.decode(b"[" + body + b"]")
+                    values = [one.decode(r) for r in raws]
+                except error:
+                    break
+                positions = window_positions(body, raws, offset, self.line, self.col)
+                for value, (line, col, off) in zip(values, positions, strict=True):
+                    stream.records += 1
+                    yield value, line, col, off
+                end = cut
+            self.pos = _SEP.match(self.buf, end).end()
+            if self.pos > FAST_CHUNK:  # drop what was read
+                self._advance(self.pos)
+                self.buf = self.buf[self.pos:]
+                self.base += self.pos
+                self.mark -= self.pos
+                self.pos = 0
+        self._advance(self.pos)
+        self.handover = (self.base + self.pos, self.line, self.col)
+        stream.bytes = self.base + len(self.buf)
+
+    def _cut(self) -> int | None:
+        """The index of the comma before the last record start in the buffer that follows the
+        window, or None when there is none (the exact reader takes over)."""
+        buf, pattern, lo = self.buf, self.pattern, self.pos + 1
+        hi = len(buf)
+        for _ in range(8):
+            k = buf.rfind(pattern, lo, hi)
+            if k < 0:
+                return None
+            brace = buf.index(b"{", k)
+            j = brace - 1
+            while j >= lo and buf[j] in b" \t\n\r":
+                j -= 1
+            if j >= lo and buf[j] == 0x2C:  # ","
+                return j
+            hi = k
+        return None
+
+
+def _chars(b: bytes) -> int:
+    return len(b) if b.isascii() else len(b.decode("utf-8", "replace"))
 
 
 def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -> Any:

@@ -129,3 +129,58 @@ def make_not_an_image(path: str | Path, text: str = "this is not an image\n") ->
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def make_cut_image(path: str | Path, fmt: str = "PNG", size: tuple[int, int] = (64, 64), seed: int = 0,
+                   keep: float = 0.5, progressive: bool = False) -> Path:
+    """Write an image in ``fmt`` (JPEG, PNG, WEBP) cut after ``keep`` of its bytes: what an
+    interrupted download leaves. The header stays whole, so ``Image.open`` still reports the
+    size and only decoding fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = _encode(size, seed, fmt, progressive=progressive)
+    path.write_bytes(buf[: max(int(len(buf) * keep), 200)])
+    return path
+
+
+def make_image_with_trailer(path: str | Path, fmt: str = "JPEG", size: tuple[int, int] = (64, 64), seed: int = 0,
+                            trailer: int = 8192, progressive: bool = False) -> Path:
+    """Write a VALID image followed by ``trailer`` bytes of junk (what some cameras and editors
+    append after a JPEG's end-of-image marker): the end marker is no longer in the last bytes, yet
+    Pillow decodes the image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    junk = random.Random(seed).randbytes(trailer).replace(b"\xff\xd9", b"\x00\x00").replace(b"IEND", b"iend")
+    path.write_bytes(_encode(size, seed, fmt, progressive=progressive) + junk)
+    return path
+
+
+def make_png_without_iend(path: str | Path, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    """Write a PNG whose pixel data is complete but whose IEND chunk is missing (a short PNG)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = _encode(size, seed, "PNG")
+    assert buf.endswith(_chunk(b"IEND", b""))
+    path.write_bytes(buf[: -len(_chunk(b"IEND", b""))])
+    return path
+
+
+def make_corrupt_png(path: str | Path, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    """Write a PNG whose compressed pixel data is damaged (bytes overwritten in the middle) and
+    cut before its end: the header parses, decoding fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = bytearray(_encode(size, seed, "PNG"))
+    mid = len(buf) // 2
+    buf[mid:mid + 64] = b"\x00" * 64
+    path.write_bytes(bytes(buf[: len(buf) * 3 // 4]))
+    return path
+
+
+def _encode(size: tuple[int, int], seed: int, fmt: str, progressive: bool = False) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    kw = {"progressive": True} if progressive else {}
+    pil_image(size, seed=seed, kind="noise").save(out, fmt, **kw)
+    return out.getvalue()

@@ -123,12 +123,13 @@ def test_truncated_jpeg_guessed_from_header_and_proved_by_decoding(tmp_path):
         with pytest.raises(OSError, match="truncated"):
             im.load()
     path = dataset(tmp_path, ["cut.jpg"])
-    (guess,) = by_code(check(path, image_folder=str(tmp_path)))["DAT207"]
-    assert guess.severity.value == "warning" and "header-level guess" in guess.message
+    # The header level sees no end marker and decodes this one image: a certain verdict.
+    (header,) = by_code(check(path, image_folder=str(tmp_path)))["DAT207"]
+    assert header.severity.value == "error" and "truncated" in header.message
     (proof,) = by_code(check(path, images="decode", image_folder=str(tmp_path)))["DAT207"]
     assert proof.severity.value == "error" and "truncated" in proof.message
     (sampled_out,) = by_code(check(path, images="decode", decode_sample=0.01, image_folder=str(tmp_path)))["DAT207"]
-    assert sampled_out.severity.value == "warning"
+    assert sampled_out.severity.value == "error"
 
 
 def test_decompression_bombs_decided_from_the_header(tmp_path):
@@ -155,8 +156,20 @@ def test_paths_that_leave_the_image_folder(tmp_path):
                               "link.png", "mounted/x.png", "in.png"])
     findings = by_code(check(path, image_folder=str(root)))["DAT209"]
     got = {f.location.record: f.severity.value for f in findings}
-    assert got == {0: "error", 1: "error", 2: "warning", 3: "error", 4: "warning"}
+    # `..` and a file symlink out of the folder: errors; absolute paths (inside or outside) are a
+    # portability warning, since LLaVA's join reads them as they are; a mounted folder: warning.
+    assert got == {0: "error", 1: "warning", 2: "warning", 3: "error", 4: "warning"}
     assert os.path.join(str(root), str(outside / "out.png")) == str(outside / "out.png")  # LLaVA's join
+    assert "DAT201" not in by_code(check(path, image_folder=str(root)))  # every file exists
+
+
+def test_absolute_path_to_a_missing_file_is_missing_not_escaping(tmp_path):
+    root = tmp_path / "images"
+    make_image(root / "in.png")
+    path = dataset(tmp_path, [str(tmp_path / "gone" / "x.png"), "in.png"])
+    codes = by_code(check(path, image_folder=str(root)))
+    assert [(f.location.record, f.severity.value) for f in codes["DAT209"]] == [(0, "warning")]
+    assert [f.location.record for f in codes["DAT201"]] == [0]  # the missing file is the error
 
 
 def test_wrong_default_folder_reported_once_with_the_right_one(tmp_path):

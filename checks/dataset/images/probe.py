@@ -1,7 +1,8 @@
 """Check every image a dataset references, once per distinct path, in parallel.
 
 Levels (``--images``): ``exists`` stats the file; ``header`` also reads its first bytes (format,
-size, decompression bomb, lying extension, an obviously cut file); ``decode`` also decodes a
+size, decompression bomb, lying extension; a file that looks cut is decoded, that one alone, so
+its verdict is certain); ``decode`` also decodes a
 sample (``--decode-sample``) the way LLaVA does (``Image.open(...).convert("RGB")``), which is
 the only way to see a truncated JPEG for sure (``verify()`` is a no-op for JPEG).
 
@@ -17,6 +18,7 @@ import warnings
 import zlib
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.images.header import HEAD, HeaderError, read_size, sniff
 
 EXT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".gif": "GIF",
@@ -26,8 +28,8 @@ _CLEAN: tuple = ()
 ERROR, WARNING = "error", "warning"
 
 # Problem codes a probe reports.
-MISSING, FOLDER, EMPTY, UNREADABLE, NOT_IMAGE = "DAT201", "DAT202", "DAT203", "DAT204", "DAT205"
-EXTENSION, CORRUPT, BOMB, ESCAPE, TOO_SMALL = "DAT206", "DAT207", "DAT208", "DAT209", "DAT211"
+MISSING, FOLDER, EMPTY, UNREADABLE, NOT_IMAGE = DAT.IMAGE_MISSING, DAT.IMAGE_IS_FOLDER, DAT.IMAGE_EMPTY, DAT.IMAGE_UNREADABLE, DAT.NOT_AN_IMAGE
+EXTENSION, CORRUPT, BOMB, ESCAPE, TOO_SMALL = DAT.IMAGE_EXTENSION_MISMATCH, DAT.IMAGE_CORRUPT, DAT.DECOMPRESSION_BOMB, DAT.IMAGE_PATH_ESCAPES_ROOT, DAT.IMAGE_TOO_SMALL
 
 
 class Prober:
@@ -52,9 +54,10 @@ class Prober:
         if os.path.isabs(ref):
             full = os.path.normpath(ref)
             inside = full.startswith(self.prefix)
-            problems.append((ESCAPE, WARNING if inside else ERROR,
-                             "an absolute path: os.path.join(image_folder, path) discards the image folder"
-                             + ("" if inside else f" and reads {full}, outside {self.root}")))
+            problems.append((ESCAPE, WARNING,
+                             "an absolute path: os.path.join(image_folder, path) discards the image folder and reads "
+                             f"{full} as it is{'' if inside else f', outside {self.root}'}; it works only where that "
+                             "file exists (the dataset breaks when moved)"))
         else:
             full = os.path.normpath(os.path.join(self.root, ref))
             if not full.startswith(self.prefix):
@@ -140,12 +143,14 @@ class Prober:
         if h in (1, 3) and w:
             problems.append((TOO_SMALL, WARNING, f"{w}x{h} pixels: an RGB array of height {h} makes transformers' "
                                                  "image processors guess channels-first (infer_channel_dimension_format)"))
-        if self.level == "decode" and not bomb and self._sampled(ref):
+        if bomb:
+            return
+        if note or (self.level == "decode" and self._sampled(ref)):
+            # A suspicious header (no end marker, a size the header disagrees with) is settled by
+            # decoding this one image: the verdict is Pillow's, never a guess.
             failure = self._decode(full)
             if failure:
-                problems.append((CORRUPT, ERROR, failure))
-        elif note:
-            problems.append((CORRUPT, WARNING, note + " (a header-level guess; --images decode confirms)"))
+                problems.append((CORRUPT, ERROR, failure + (f" ({note})" if note else "")))
 
     def _sampled(self, ref: str) -> bool:
         if self.decode_percent >= 100:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems
 from doctor.checks.dataset.images.probe import ERROR, MISSING, Prober, pillow_max_pixels
 
@@ -63,7 +64,7 @@ def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] |
         return report
     if given and not os.path.isdir(root):
         report.skipped = f"--image-folder {root} is not a folder"
-        report.problems.add("DAT210", Problem(f"the image folder {root} does not exist or is not a folder",
+        report.problems.add(DAT.IMAGE_FOLDER_WRONG, Problem(f"the image folder {root} does not exist or is not a folder",
                                               path=scan.path))
         return report
     started = time.perf_counter()
@@ -119,7 +120,7 @@ def _add(report: ImageReport, scan: DatasetScan, ref: str, ref_id: int, code: st
         report.bad.setdefault(ref, f"{code}: {detail}")
     report.problems.add(code, Problem(
         f"image {ref!r} (record {first}): {detail}", first, Location.json_pointer(first, *parts),
-        scan.lines[first] if first < len(scan.lines) else None, severity=sev, fix=fix, path=scan.path))
+        scan.line_of(first) if first < len(scan.lines) else None, severity=sev, fix=fix, path=scan.path))
 
 
 def _wrong_folder(report: ImageReport, scan: DatasetScan, refs: list[str], missing: int) -> None:
@@ -131,7 +132,7 @@ def _wrong_folder(report: ImageReport, scan: DatasetScan, refs: list[str], missi
     hint = (f"Pass --image-folder {found}: the images are there." if found else
             "Pass --image-folder DIR: the folder LLaVA's --image_folder names, that relative image paths "
             "start from.")
-    report.problems.add("DAT210", Problem(
+    report.problems.add(DAT.IMAGE_FOLDER_WRONG, Problem(
         f"{missing:,} of {len(refs):,} images are missing under {report.root} (the dataset's folder, used "
         "because --image-folder was not given)", path=scan.path, hint=hint))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.errors import Skip
@@ -30,6 +31,8 @@ class ImageMissing(ImageCheck):
     `Image.open` raises FileNotFoundError in a data-loader worker when the record's batch comes up;
     the run dies hours in, or (with a try/except loader) the record silently trains as text.
 
+    Severity: error, because Image.open raises FileNotFoundError.
+
     ## Example
     `"image": "coco/train2017/000000033471.jpg"` with `coco/` never unpacked.
 
@@ -37,7 +40,7 @@ class ImageMissing(ImageCheck):
     Download or unpack the missing images, or drop the records (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT201"
+    code = DAT.IMAGE_MISSING
     name = "image-missing"
 
 
@@ -52,6 +55,8 @@ class ImageIsFolder(ImageCheck):
     `Image.open` raises IsADirectoryError. It usually means the path was truncated or the image
     field holds a prefix.
 
+    Severity: error, because Image.open raises IsADirectoryError.
+
     ## Example
     `"image": "coco/train2017/"`
 
@@ -59,7 +64,7 @@ class ImageIsFolder(ImageCheck):
     Fix the path, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT202"
+    code = DAT.IMAGE_IS_FOLDER
     name = "image-is-folder"
 
 
@@ -74,6 +79,8 @@ class ImageEmpty(ImageCheck):
     `Image.open` raises "cannot identify image file". Zero-byte files come from interrupted
     downloads and copies that ran out of space.
 
+    Severity: error, because Image.open raises UnidentifiedImageError.
+
     ## Example
     `ls -l` shows `0 Jan 1 000000033471.jpg`.
 
@@ -81,7 +88,7 @@ class ImageEmpty(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT203"
+    code = DAT.IMAGE_EMPTY
     name = "image-empty"
 
 
@@ -97,6 +104,8 @@ class ImageUnreadable(ImageCheck):
     The training job, often running as another user or on another node, fails with
     PermissionError or OSError in a data-loader worker.
 
+    Severity: error, because opening the file raises.
+
     ## Example
     Images unpacked by root with mode 600.
 
@@ -104,7 +113,7 @@ class ImageUnreadable(ImageCheck):
     Fix the permissions (`chmod -R a+rX images/`) or the storage; drop the records otherwise.
     """
 
-    code = "DAT204"
+    code = DAT.IMAGE_UNREADABLE
     name = "image-unreadable"
 
 
@@ -119,6 +128,8 @@ class NotAnImage(ImageCheck):
     `Image.open` raises `UnidentifiedImageError: cannot identify image file`. Typical causes: an
     HTML error page saved as .jpg, a Git LFS pointer, a text placeholder.
 
+    Severity: error, because Image.open raises UnidentifiedImageError.
+
     ## Example
     `images/1.png` that starts with `<!DOCTYPE html>`.
 
@@ -126,7 +137,7 @@ class NotAnImage(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT205"
+    code = DAT.NOT_AN_IMAGE
     name = "not-an-image"
 
 
@@ -141,6 +152,9 @@ class ImageExtensionMismatch(ImageCheck):
     Pillow (and so LLaVA) ignores the extension, but tools that trust it do not: web dataset
     writers, mime-type based loaders, some augmentation libraries and image viewers.
 
+    Severity: warning, because Pillow ignores the extension, so LLaVA loads the image; other tools
+    may not.
+
     ## Example
     PNG bytes in `0001.jpg`.
 
@@ -148,7 +162,7 @@ class ImageExtensionMismatch(ImageCheck):
     Rename the file to its real extension (and the path in the dataset), or re-encode it.
     """
 
-    code = "DAT206"
+    code = DAT.IMAGE_EXTENSION_MISMATCH
     name = "image-extension-mismatch"
     severity = Severity.WARNING
 
@@ -158,9 +172,13 @@ class ImageCorrupt(ImageCheck):
     """An image is truncated or corrupt.
 
     ## What it does
-    `--images header`: a header that does not parse is an error; a missing end marker (JPEG FFD9,
-    PNG IEND) or a WEBP shorter than its RIFF size is a warning. `--images decode` decodes the
-    image (or a `--decode-sample`) like LLaVA, `Image.open(...).convert("RGB")`, and makes it sure.
+    `--images header`: a header that does not parse is an error. A suspicious file (no JPEG
+    end-of-image marker FFD9 or PNG IEND in its last bytes, a WEBP shorter than its RIFF size) is
+    decoded, that image alone, exactly as LLaVA does (`Image.open(...).convert("RGB")`): an error
+    when the decode fails, nothing when it succeeds (a valid JPEG with bytes after its end
+    marker). `--images decode` decodes every image (or a `--decode-sample`) the same way.
+    Severity: error, because only images Pillow really fails to decode are reported, and that
+    failure kills the data-loader worker.
 
     ## Why is this bad?
     A truncated JPEG opens and reports its size, `verify()` passes (a no-op for JPEG), and only
@@ -173,7 +191,7 @@ class ImageCorrupt(ImageCheck):
     Download the image again, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT207"
+    code = DAT.IMAGE_CORRUPT
     name = "image-corrupt"
 
 
@@ -189,6 +207,9 @@ class DecompressionBomb(ImageCheck):
     Above the limit `Image.open` warns; above twice the limit it raises DecompressionBombError. A
     small file can declare gigapixels and exhaust a worker's memory when decoded.
 
+    Severity: error above twice the limit (Image.open raises DecompressionBombError); warning
+    between 1x and 2x (it only warns).
+
     ## Example
     A 400-byte PNG whose IHDR says 20000 x 20000.
 
@@ -196,7 +217,7 @@ class DecompressionBomb(ImageCheck):
     Downscale real huge images beforehand; drop hostile ones (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT208"
+    code = DAT.DECOMPRESSION_BOMB
     name = "decompression-bomb"
 
 
@@ -205,13 +226,20 @@ class ImagePathEscapesRoot(ImageCheck):
     """An image path leaves the image folder.
 
     ## What it does
-    Reports absolute paths, paths whose `..` lead out of the image folder, image symlinks that point
-    outside it (errors), and folder symlinks that do (warnings: often a deliberately mounted dataset).
+    Reports paths whose `..` lead out of the image folder and image symlinks that point outside it
+    (errors), absolute paths (a portability warning: LLaVA reads them as they are, so they work
+    where the file exists; a missing file is DAT201) and folder symlinks that leave the folder
+    (warnings: often a deliberately mounted dataset).
 
     ## Why is this bad?
     LLaVA reads `os.path.join(image_folder, image)`: an absolute path discards the folder, and `..`
     or a link reads whatever file it names. The dataset breaks when moved, and an untrusted dataset
     can make training read any file the job can.
+
+    Severity: error for `..` and image symlinks that leave the image folder (an untrusted dataset
+    reads any file the job can); warning for an absolute path (LLaVA's os.path.join reads it as it
+    is, so it works where the file exists, but not when the dataset moves) and for a folder symlink
+    (often a deliberately mounted dataset).
 
     ## Example
     `"image": "../../secrets/id_rsa"` or `"image": "/home/alice/data/1.jpg"`.
@@ -220,7 +248,7 @@ class ImagePathEscapesRoot(ImageCheck):
     Store paths relative to the image folder; pass `--image-folder` to the real root.
     """
 
-    code = "DAT209"
+    code = DAT.IMAGE_PATH_ESCAPES_ROOT
     name = "image-path-escapes-root"
 
 
@@ -236,6 +264,8 @@ class ImageFolderWrong(ImageCheck):
     ## Why is this bad?
     LLaVA joins every path to `--image_folder`; with the wrong folder no image loads.
 
+    Severity: error, because no image loads from the wrong folder.
+
     ## Example
     `data.json` next to `images/`, with paths like `"coco/1.jpg"` that live in `images/coco/`.
 
@@ -243,7 +273,7 @@ class ImageFolderWrong(ImageCheck):
     Pass `--image-folder` with the folder your training command passes as `--image_folder`.
     """
 
-    code = "DAT210"
+    code = DAT.IMAGE_FOLDER_WRONG
     name = "image-folder-wrong"
 
 
@@ -260,6 +290,9 @@ class ImageTooSmall(ImageCheck):
     channels-first, so the image is resized and normalised along the wrong axes or the processor
     raises.
 
+    Severity: warning, because the PIL-input path that LLaVA, TRL and LLaMA-Factory use handles it;
+    only numpy input is misread.
+
     ## Example
     A 640 x 3 separator strip saved as an image.
 
@@ -267,6 +300,6 @@ class ImageTooSmall(ImageCheck):
     Drop or pad such images; pass `input_data_format="channels_last"` if you call the processor.
     """
 
-    code = "DAT211"
+    code = DAT.IMAGE_TOO_SMALL
     name = "image-too-small"
     severity = Severity.WARNING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -20,6 +21,9 @@ class InvalidJson(DatasetCheck):
     LLaVA's train.py loads the whole file with `json.load`: one error and training does not start
     (`json.decoder.JSONDecodeError: Expecting ',' delimiter`). JSON Lines readers stop at the line.
 
+    Severity: error, because `json.load` (LLaVA) and JSON Lines readers (datasets, LLaMA-Factory, TRL)
+    raise.
+
     ## Example
     `[{"id": "1", ...} {"id": "2", ...}]` (a missing comma between two records).
 
@@ -28,7 +32,7 @@ class InvalidJson(DatasetCheck):
     bad lines to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT001"
+    code = DAT.INVALID_JSON
     name = "invalid-json"
     unit = "lines"
 
@@ -45,6 +49,8 @@ class NotUtf8(DatasetCheck):
     `json.load(open(path))` decodes UTF-8 (on Linux) and raises `UnicodeDecodeError`; `datasets`
     refuses the file too. Nothing after the bad byte is checked.
 
+    Severity: error, because the UTF-8 decode raises in every loader.
+
     ## Example
     A file saved as Latin-1 or GBK: `"value": "caf\\xe9"`.
 
@@ -53,7 +59,7 @@ class NotUtf8(DatasetCheck):
     reported offset.
     """
 
-    code = "DAT002"
+    code = DAT.NOT_UTF8
     name = "not-utf8"
 
 
@@ -68,6 +74,8 @@ class Utf8Bom(DatasetCheck):
     Python's `json` refuses text that starts with U+FEFF: `json.load(open(path))` raises
     "Unexpected UTF-8 BOM (decode using utf-8-sig)". Windows editors add the mark silently.
 
+    Severity: error, because `json.load`(open(path)) raises "Unexpected UTF-8 BOM".
+
     ## Example
     The bytes `EF BB BF` before `[`.
 
@@ -75,7 +83,7 @@ class Utf8Bom(DatasetCheck):
     Save without the mark; `--fix` writes a copy without it.
     """
 
-    code = "DAT003"
+    code = DAT.UTF8_BOM
     name = "utf8-bom"
 
 
@@ -90,6 +98,8 @@ class TrailingComma(DatasetCheck):
     JSON has no trailing commas: `json.load` raises "Expecting value" at the `]`. The sample in
     LLaVA's docs/Finetune_Custom_Data.md has this mistake, so hand-made files copy it.
 
+    Severity: error, because `json.load` raises "Expecting value".
+
     ## Example
     `[{"id": "1", "conversations": [...]},\\n]`
 
@@ -97,7 +107,7 @@ class TrailingComma(DatasetCheck):
     Delete the comma; `--fix` writes a copy without it.
     """
 
-    code = "DAT004"
+    code = DAT.TRAILING_COMMA
     name = "trailing-comma"
 
 
@@ -111,6 +121,8 @@ class JsonLinesInJsonFile(DatasetCheck):
     ## Why is this bad?
     LLaVA's train.py calls `json.load`, which raises "Extra data" after the first record.
 
+    Severity: error, because `json.load` raises "Extra data".
+
     ## Example
     `{"id": "1", ...}\\n{"id": "2", ...}` saved as `data.json`.
 
@@ -119,7 +131,7 @@ class JsonLinesInJsonFile(DatasetCheck):
     `--fix` writes the records as one JSON array.
     """
 
-    code = "DAT005"
+    code = DAT.JSON_LINES_IN_JSON_FILE
     name = "json-lines-in-json-file"
 
 
@@ -134,6 +146,9 @@ class JsonLinesForLlava(DatasetCheck):
     haotian-liu/LLaVA's train.py reads its data with `json.load` and fails with "Extra data" on JSON
     Lines. LLaVA-NeXT and LLaMA-Factory read `.jsonl`, so this is only information for them.
 
+    Severity: info, because LLaVA-NeXT and LLaMA-Factory read it; only haotian-liu/LLaVA does not,
+    and DAT005 covers a `.json` file.
+
     ## Example
     `train.jsonl` with `{"id": ..., "image": ..., "conversations": [...]}` per line, passed to
     `llava/train/train_mem.py --data_path`.
@@ -142,7 +157,7 @@ class JsonLinesForLlava(DatasetCheck):
     For haotian-liu/LLaVA, convert to one JSON array; `--fix` writes `<name>.fixed.json`.
     """
 
-    code = "DAT006"
+    code = DAT.JSON_LINES_FOR_LLAVA
     name = "json-lines-for-llava"
     severity = Severity.INFO
 
@@ -158,6 +173,8 @@ class ArrayInJsonLinesFile(DatasetCheck):
     JSON Lines readers (`datasets`, LLaMA-Factory) parse the file line by line: the first line `[`
     or a line ending in `,` is not a JSON value, and loading fails.
 
+    Severity: error, because a line-by-line JSON Lines reader fails on the first line.
+
     ## Example
     `json.dump(records, open("train.jsonl", "w"), indent=2)`
 
@@ -165,7 +182,7 @@ class ArrayInJsonLinesFile(DatasetCheck):
     Write one record per line, or rename the file to `.json`; `--fix` writes `<name>.fixed.jsonl`.
     """
 
-    code = "DAT007"
+    code = DAT.ARRAY_IN_JSON_LINES_FILE
     name = "array-in-json-lines-file"
 
 
@@ -181,6 +198,9 @@ class TopLevelNotArray(DatasetCheck):
     LLaVA's dataset takes `len()` of the loaded value and indexes it: a dict gives its keys (or a
     KeyError), never records.
 
+    Severity: error, because LLaVA's dataset indexes the loaded value as a list of records and
+    fails.
+
     ## Example
     `{"data": [{"id": "1", "conversations": [...]}, ...]}`
 
@@ -189,7 +209,7 @@ class TopLevelNotArray(DatasetCheck):
     holds the records.
     """
 
-    code = "DAT008"
+    code = DAT.TOP_LEVEL_NOT_ARRAY
     name = "top-level-not-array"
 
 
@@ -204,6 +224,8 @@ class EmptyDataset(DatasetCheck):
     The trainer stops with "num_samples should be a positive integer value, but got num_samples=0",
     after the model has loaded, minutes into the job.
 
+    Severity: error, because the trainer raises on zero samples.
+
     ## Example
     A conversion script that wrote `[]` because its filter matched nothing.
 
@@ -211,7 +233,7 @@ class EmptyDataset(DatasetCheck):
     Regenerate the file; check the conversion script's filters and paths.
     """
 
-    code = "DAT009"
+    code = DAT.EMPTY_DATASET
     name = "empty-dataset"
 
 
@@ -227,6 +249,8 @@ class NestingTooDeep(DatasetCheck):
     JSON array", and other tools on the pipeline (older orjson) crash harder. Real records never
     nest this deep: the file is damaged or hostile.
 
+    Severity: error, because json raises RecursionError.
+
     ## Example
     `[[[[[[...` repeated thousands of times.
 
@@ -234,7 +258,7 @@ class NestingTooDeep(DatasetCheck):
     Regenerate the record or remove it; `--fix --unsafe-fixes` drops it in JSON Lines.
     """
 
-    code = "DAT017"
+    code = DAT.NESTING_TOO_DEEP
     name = "nesting-too-deep"
 
 
@@ -250,6 +274,8 @@ class NotOneRecordPerLine(DatasetCheck):
     JSON Lines readers take exactly one record per line; a pretty-printed record is split into
     invalid pieces and loading fails.
 
+    Severity: error, because JSON Lines readers fail on the split record.
+
     ## Example
     `json.dump(record, f, indent=2)` once per record into `train.jsonl`.
 
@@ -257,5 +283,5 @@ class NotOneRecordPerLine(DatasetCheck):
     Write each record with `json.dumps(record)` (no indent) plus a newline; `--fix` rewrites the file.
     """
 
-    code = "DAT018"
+    code = DAT.NOT_ONE_RECORD_PER_LINE
     name = "not-one-record-per-line"

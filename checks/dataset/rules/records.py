@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -19,6 +20,8 @@ class RecordNotObject(DatasetCheck):
     LLaVA's dataset does `'image' in sources[0]` and `sources[0]["conversations"]`: a string gives
     nonsense, a list or number raises TypeError in the middle of an epoch.
 
+    Severity: error, because the loader raises TypeError on the record.
+
     ## Example
     `[{"id": "1", "conversations": [...]}, "1.jpg", null]`
 
@@ -26,7 +29,7 @@ class RecordNotObject(DatasetCheck):
     Remove the stray values; `--fix --unsafe-fixes` drops them to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT010"
+    code = DAT.RECORD_NOT_OBJECT
     name = "record-not-object"
 
 
@@ -42,6 +45,8 @@ class UnknownRecordFormat(DatasetCheck):
     LLaVA's dataset reads `record["conversations"]` (KeyError); TRL and LLaMA-Factory read
     `messages`. An Alpaca-style file (`instruction`/`output`) or a VQA dump trains nothing here.
 
+    Severity: error, because no loader knows the records (LLaVA raises KeyError on `conversations`).
+
     ## Example
     `[{"question": "...", "answer": "...", "image": "1.jpg"}]`
 
@@ -50,7 +55,7 @@ class UnknownRecordFormat(DatasetCheck):
     "<image>\\n..."}, {"from": "gpt", "value": "..."}]}`.
     """
 
-    code = "DAT011"
+    code = DAT.UNKNOWN_RECORD_FORMAT
     name = "unknown-record-format"
 
 
@@ -66,6 +71,8 @@ class MissingField(DatasetCheck):
     The loaders index these fields directly: LLaVA's preprocess raises `KeyError: 'from'` or
     `KeyError: 'value'` when the batch holding the record comes up, hours into a run.
 
+    Severity: error, because the loader indexes the field and raises KeyError.
+
     ## Example
     `{"from": "gpt", "text": "A cat."}` (`text` instead of `value`).
 
@@ -73,7 +80,7 @@ class MissingField(DatasetCheck):
     Add the field, or drop the record: `--fix --unsafe-fixes` moves it to `<name>.rejected.jsonl`.
     """
 
-    code = "DAT012"
+    code = DAT.MISSING_FIELD
     name = "missing-field"
 
 
@@ -89,6 +96,8 @@ class WrongFieldType(DatasetCheck):
     LLaVA's `modality_lengths` calls `value.split()` (AttributeError on a number) and
     `os.path.join(image_folder, None)` raises TypeError, in a data-loader worker mid-epoch.
 
+    Severity: error, because the loader raises TypeError / AttributeError on the value.
+
     ## Example
     `{"from": "gpt", "value": 42}` or `"image": null`.
 
@@ -96,7 +105,7 @@ class WrongFieldType(DatasetCheck):
     Store the value as the expected type, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT013"
+    code = DAT.WRONG_FIELD_TYPE
     name = "wrong-field-type"
 
 
@@ -111,6 +120,8 @@ class EmptyField(DatasetCheck):
     LLaVA's preprocess reads `source[0]` (IndexError on no turns); `os.path.join(image_folder, "")`
     is the folder itself, and `Image.open` raises IsADirectoryError.
 
+    Severity: error, because the loader raises (IndexError, IsADirectoryError).
+
     ## Example
     `{"id": "7", "image": "", "conversations": [...]}`
 
@@ -118,7 +129,7 @@ class EmptyField(DatasetCheck):
     Fill the field or drop the record (`--fix --unsafe-fixes`); remove `image` for a text-only record.
     """
 
-    code = "DAT014"
+    code = DAT.EMPTY_FIELD
     name = "empty-field"
 
 
@@ -135,6 +146,9 @@ class DuplicateId(DatasetCheck):
     a conversion loop wrote the same sample again: those samples get double weight, and
     evaluation splits by id leak.
 
+    Severity: warning, because no loader fails and each record trains as written; the duplicate is a
+    likely mistake, not a certain one.
+
     ## Example
     Two records with `"id": "000000033471"`.
 
@@ -142,7 +156,7 @@ class DuplicateId(DatasetCheck):
     Deduplicate the source lists before merging; give generated records unique ids.
     """
 
-    code = "DAT015"
+    code = DAT.DUPLICATE_ID
     name = "duplicate-id"
     severity = Severity.WARNING
 
@@ -159,6 +173,9 @@ class MixedFieldTypes(DatasetCheck):
     `datasets.load_dataset("json", ...)` builds one Arrow column per field and fails on mixed types
     ("changed from string to number"), which LLaMA-Factory and TRL use to load data.
 
+    Severity: warning, because `json.load` (LLaVA) does not care; datasets-based loaders may refuse
+    the column, which this check names.
+
     ## Example
     `{"id": "000123", ...}` and `{"id": 124, ...}` in one file.
 
@@ -166,6 +183,6 @@ class MixedFieldTypes(DatasetCheck):
     Write every id as a string; `--fix` does it.
     """
 
-    code = "DAT016"
+    code = DAT.MIXED_FIELD_TYPES
     name = "mixed-field-types"
     severity = Severity.WARNING

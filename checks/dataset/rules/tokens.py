@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.errors import Skip
@@ -32,6 +33,9 @@ class RecordTruncated(TokenCheck):
     Both LLaVA and transformers truncate silently: the last answers are cut, mid-sentence, and the
     model learns to stop early.
 
+    Severity: warning, because the record still trains its first part; losing its end may be
+    acceptable.
+
     ## Example
     A 3,000-word answer with `--model_max_length 2048`.
 
@@ -39,7 +43,7 @@ class RecordTruncated(TokenCheck):
     Raise the training length, split long conversations into several records, or shorten them.
     """
 
-    code = "DAT301"
+    code = DAT.RECORD_TRUNCATED
     name = "record-truncated"
     severity = Severity.WARNING
 
@@ -56,6 +60,8 @@ class AnswersTruncated(TokenCheck):
     After truncation only masked prompt tokens remain: the record trains nothing, and a batch made
     only of such records has a NaN loss.
 
+    Severity: error, because the record silently trains nothing.
+
     ## Example
     Four images of 2,880 llava_next tokens each before a one-line answer, with 8192 tokens allowed.
 
@@ -63,7 +69,7 @@ class AnswersTruncated(TokenCheck):
     Raise the training length or shorten the prompt; `--fix --unsafe-fixes` drops the record.
     """
 
-    code = "DAT302"
+    code = DAT.ANSWERS_TRUNCATED
     name = "answers-truncated"
 
 
@@ -80,6 +86,9 @@ class ImageTokensTruncated(TokenCheck):
     processors refuse earlier with "Mismatch in `image` token count"); LLaVA trains on a partial
     image.
 
+    Severity: error, because the model gets fewer image tokens than image features and raises, or
+    trains on a cut image.
+
     ## Example
     A 2,000-token question followed by `<image>` with a 2048 limit.
 
@@ -88,7 +97,7 @@ class ImageTokensTruncated(TokenCheck):
     (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT303"
+    code = DAT.IMAGE_TOKENS_TRUNCATED
     name = "image-tokens-truncated"
 
 
@@ -104,6 +113,8 @@ class DatasetSummary(DatasetCheck):
     Nothing is wrong; these are the numbers to compare with what you meant to train on (a mix
     with 10x fewer images than expected lost a folder).
 
+    Severity: info, because numbers, no problem.
+
     ## Example
     `665,298 records (624,610 with images), 624,255 distinct images, 2-68 turns (median 4)`
 
@@ -111,7 +122,7 @@ class DatasetSummary(DatasetCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT901"
+    code = DAT.DATASET_SUMMARY
     name = "dataset-summary"
     severity = Severity.INFO
 
@@ -134,6 +145,8 @@ class ImageSummary(DatasetCheck):
     Nothing is wrong; the shapes decide the image tokens of llava_next (anyres) models and show
     odd sources (thumbnails, panoramas).
 
+    Severity: info, because numbers, no problem.
+
     ## Example
     `3,000 images: 640x480 median (5%-95%: 320-1024 wide), aspect 0.75-1.78, 70% landscape; JPEG 2,900`
 
@@ -141,7 +154,7 @@ class ImageSummary(DatasetCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT902"
+    code = DAT.IMAGE_SUMMARY
     name = "image-summary"
     severity = Severity.INFO
 
@@ -167,6 +180,8 @@ class TokenSummary(TokenCheck):
     Nothing is wrong; the percentiles tell you what `model_max_length` the data needs and how much
     padding a batch carries.
 
+    Severity: info, because numbers, no problem.
+
     ## Example
     `tokens per record: p50 310, p90 720, p99 1,650, max 3,420; 12 records over 2,048`
 
@@ -174,7 +189,7 @@ class TokenSummary(TokenCheck):
     Nothing to fix. `--ignore DAT9` hides the summaries.
     """
 
-    code = "DAT903"
+    code = DAT.TOKEN_SUMMARY
     name = "token-summary"
     severity = Severity.INFO
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck
 
 from doctor.findings import Severity
@@ -21,6 +22,9 @@ class UnknownRole(DatasetCheck):
     LLaVA's preprocess maps roles with `roles = {"human": ..., "gpt": ...}`: `roles["user"]` raises
     `KeyError: 'user'` when the batch comes up. Chat templates skip or reject unknown roles.
 
+    Severity: error, because LLaVA raises KeyError, TRL raises ValueError ("Invalid role"); an alias
+    is still an error because the loader fails on it.
+
     ## Example
     `{"from": "user", "value": "<image>\\nWhat is this?"}` in a LLaVA file.
 
@@ -29,7 +33,7 @@ class UnknownRole(DatasetCheck):
     messages format). Other roles need a person, or `--unsafe-fixes` to drop the record.
     """
 
-    code = "DAT101"
+    code = DAT.UNKNOWN_ROLE
     name = "unknown-role"
 
 
@@ -45,6 +49,10 @@ class FirstTurnNotUser(DatasetCheck):
     it is not from human"): that text is never trained. Chat templates raise "Conversation roles
     must alternate user/assistant/..." and LLaMA-Factory skips the record.
 
+    Severity: warning for LLaVA records (train.py drops the leading turn on purpose and trains the
+    rest as written); error for messages records, which LLaMA-Factory drops whole and chat templates
+    refuse.
+
     ## Example
     `[{"from": "gpt", "value": "Hello!"}, {"from": "human", ...}, {"from": "gpt", ...}]`
 
@@ -53,7 +61,7 @@ class FirstTurnNotUser(DatasetCheck):
     `--unsafe-fixes` for messages records.
     """
 
-    code = "DAT102"
+    code = DAT.FIRST_TURN_NOT_USER
     name = "first-turn-not-user"
     severity = Severity.WARNING
 
@@ -70,6 +78,9 @@ class RolesNotAlternating(DatasetCheck):
     LLaVA raises `AssertionError` (`assert role == conv.roles[j % 2]`) in a data-loader worker and
     the run dies; chat templates raise "Conversation roles must alternate".
 
+    Severity: error, because LLaVA's assert and chat templates raise; LLaMA-Factory drops the
+    record.
+
     ## Example
     Two `gpt` turns in a row.
 
@@ -77,7 +88,7 @@ class RolesNotAlternating(DatasetCheck):
     Merge or split the turns by hand; `--fix --unsafe-fixes` drops the record.
     """
 
-    code = "DAT103"
+    code = DAT.ROLES_NOT_ALTERNATING
     name = "roles-not-alternating"
 
 
@@ -93,6 +104,9 @@ class EmptyTurn(DatasetCheck):
     An empty answer trains the model to stop at once; an empty question trains an answer to
     nothing. Both usually come from a failed generation or conversion step.
 
+    Severity: warning, because every loader trains the empty turn as written; it is likely, not
+    certainly, a mistake.
+
     ## Example
     `{"from": "gpt", "value": ""}`
 
@@ -100,7 +114,7 @@ class EmptyTurn(DatasetCheck):
     Regenerate the turn, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT104"
+    code = DAT.EMPTY_TURN
     name = "empty-turn"
     severity = Severity.WARNING
 
@@ -116,6 +130,9 @@ class NoAssistantTurn(DatasetCheck):
     Only assistant tokens carry labels: the record's labels are all masked, it trains nothing, and a
     batch made only of such records gives a NaN loss.
 
+    Severity: error, because the record silently trains nothing (LLaMA-Factory drops it; LLaVA masks
+    every label).
+
     ## Example
     `"conversations": [{"from": "human", "value": "<image>\\nDescribe it."}]`
 
@@ -123,7 +140,7 @@ class NoAssistantTurn(DatasetCheck):
     Add the answer, or drop the record with `--fix --unsafe-fixes`.
     """
 
-    code = "DAT105"
+    code = DAT.NO_ASSISTANT_TURN
     name = "no-assistant-turn"
 
 
@@ -139,6 +156,10 @@ class ImagePlaceholderMissing(DatasetCheck):
     (`cur_image_features[0:0]`): the image is silently ignored and the record trains as text.
     transformers' processors and LLaMA-Factory raise a count mismatch instead.
 
+    Severity: error for LLaVA records (the image is silently ignored) and LLaMA-Factory records (it
+    raises); a warning for messages records with plain-string content, which TRL accepts (it inserts
+    the image before the first user message).
+
     ## Example
     `{"image": "1.jpg", "conversations": [{"from": "human", "value": "What is this?"}, ...]}`
 
@@ -146,7 +167,7 @@ class ImagePlaceholderMissing(DatasetCheck):
     Put `<image>\\n` at the start of the first human turn; `--fix` does it for one-image records.
     """
 
-    code = "DAT110"
+    code = DAT.IMAGE_PLACEHOLDER_MISSING
     name = "image-placeholder-missing"
 
 
@@ -163,6 +184,9 @@ class ImagePlaceholderCount(DatasetCheck):
     tokens do not match". Two `<image>` in one LLaVA turn collapse into one there, but not in
     transformers.
 
+    Severity: error, because transformers' processors and LLaMA-Factory raise on the mismatch; LLaVA
+    runs out of features.
+
     ## Example
     `"value": "<image>\\nDescribe <image>"` with one image.
 
@@ -171,7 +195,7 @@ class ImagePlaceholderCount(DatasetCheck):
     of one-image records.
     """
 
-    code = "DAT111"
+    code = DAT.IMAGE_PLACEHOLDER_COUNT
     name = "image-placeholder-count"
 
 
@@ -186,6 +210,9 @@ class ImagePlaceholderWithoutImage(DatasetCheck):
     LLaVA tokenizes `<image>` as plain text in text-only records; transformers' processors raise
     because they find image tokens and no images. Usually the image key was lost in a conversion.
 
+    Severity: error, because transformers' processors raise "Found 1 <image> tokens in the text but
+    no images were passed"; LLaVA trains on the literal text.
+
     ## Example
     `{"conversations": [{"from": "human", "value": "<image>\\nWhat is it?"}, ...]}` with no `image`.
 
@@ -193,9 +220,8 @@ class ImagePlaceholderWithoutImage(DatasetCheck):
     Restore the record's image, or remove the placeholder (`--fix --unsafe-fixes`).
     """
 
-    code = "DAT112"
+    code = DAT.IMAGE_PLACEHOLDER_WITHOUT_IMAGE
     name = "image-placeholder-without-image"
-    severity = Severity.WARNING
 
 
 @register
@@ -210,6 +236,9 @@ class ImagePlaceholderMisplaced(DatasetCheck):
     reads the first question without the image. In an answer, the image sits inside the text the
     model is trained to produce.
 
+    Severity: warning, because the record loads and trains; only where the image sits differs from
+    what was likely meant.
+
     ## Example
     `[{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "<image>\\nA cat."}]`
 
@@ -217,22 +246,25 @@ class ImagePlaceholderMisplaced(DatasetCheck):
     Move the placeholder to the start of the first human turn; `--fix` does it.
     """
 
-    code = "DAT113"
+    code = DAT.IMAGE_PLACEHOLDER_MISPLACED
     name = "image-placeholder-misplaced"
     severity = Severity.WARNING
 
 
 @register
 class MultiImageRecords(DatasetCheck):
-    """LLaVA-format records name several images (a list, or an `images` key).
+    """LLaVA-format records name several images (a list under `image`).
 
     ## What it does
-    Counts records whose `image` is a list or that use `images`, and says which trainers take them.
+    Counts records whose `image` is a list, and says which trainers take them. (Records that list
+    their images under `images` are LLaMA-Factory sharegpt records, which take lists.)
 
     ## Why is this bad?
     haotian-liu/LLaVA's train.py opens `record["image"]` as one path: a list raises TypeError in
-    `os.path.join`, and an `images` key is ignored (the record trains as text with a literal
-    `<image>`). LLaVA-NeXT, LLaMA-Factory and transformers' processors accept lists.
+    `os.path.join`. LLaVA-NeXT and transformers' processors accept lists.
+
+    Severity: info, because LLaVA-NeXT, LLaMA-Factory and transformers accept several images; only
+    haotian-liu/LLaVA does not.
 
     ## Example
     `{"image": ["a.jpg", "b.jpg"], "conversations": [...]}`
@@ -241,6 +273,6 @@ class MultiImageRecords(DatasetCheck):
     Train with a loader that takes several images, or split the record into one-image records.
     """
 
-    code = "DAT114"
+    code = DAT.MULTI_IMAGE_RECORDS
     name = "multi-image-records"
     severity = Severity.INFO
