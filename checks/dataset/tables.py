@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems
 from doctor.checks.dataset.images.header import sniff
 from doctor.checks.dataset.images.run import ImageReport
@@ -40,13 +41,14 @@ from doctor.findings import Location, Severity
 TABLE_SUFFIXES = (".parquet", ".arrow")
 INSTALL_HINT = "pip install 'vlm-doctor[datasets]' (pyarrow) to check parquet and Arrow datasets"
 PROGRESS_EVERY = 1024
-# Column names that hold the conversation, in the order the loaders look for them.
-CONVERSATION_COLUMNS = ("messages", "conversations")
 IMAGE_COLUMNS = ("images", "image")
 EMBEDDED_PREFIX = "<embedded>"
 
 # Problem codes, the same as for image files (DAT2xx) and records (DAT0xx).
-IMAGE_EMPTY, NOT_IMAGE, CORRUPT, BOMB, MISSING_COLUMN = "DAT203", "DAT205", "DAT207", "DAT208", "DAT011"
+IMAGE_EMPTY, NOT_IMAGE, CORRUPT, BOMB = DAT.IMAGE_EMPTY, DAT.NOT_AN_IMAGE, DAT.IMAGE_CORRUPT, DAT.DECOMPRESSION_BOMB
+MISSING_COLUMN = DAT.UNKNOWN_RECORD_FORMAT
+# Columns that decide the record format (records.detect_format reads the same keys in a record).
+FORMAT_COLUMNS = (("conversations", "llava"), ("messages", "messages"), ("instruction", "alpaca"))
 
 
 class TableUnavailable(Exception):
@@ -125,15 +127,17 @@ def new_scan(path: str, options: Any) -> TableScan:
     scan = TableScan(path=str(path), kind=kind, layout="table", complete=True)
     scan.checker = RecordChecker(scan.problems)
     scan.columns = _schema(path, kind)
-    conv = next((c for c in CONVERSATION_COLUMNS if c in scan.columns), None)
-    if conv is None:
+    scan.fmt = table_format(scan.columns)
+    if scan.fmt is None:
         scan.problems.add(MISSING_COLUMN, Problem(
-            f"the table has no \"messages\" (TRL, LLaMA-Factory) or \"conversations\" (LLaVA) column; its columns "
-            f"are {', '.join(repr(c) for c in scan.columns[:12]) or 'none'}: the trainers' collators find no "
-            "conversation in any row", path=str(path)))
-    else:
-        scan.fmt = "messages" if conv == "messages" else "llava"
+            f"the table has no \"messages\" (TRL, LLaMA-Factory), \"conversations\" (LLaVA, sharegpt) or "
+            f"\"instruction\" (alpaca) column; its columns are {', '.join(repr(c) for c in scan.columns[:12]) or 'none'}: "
+            "the trainers' collators find no conversation in any row", path=str(path)))
     return scan
+
+
+def table_format(columns: list[str]) -> str | None:
+    return next((fmt for column, fmt in FORMAT_COLUMNS if column in columns), None)
 
 
 def group_rows(path: str) -> list[int]:
@@ -164,9 +168,9 @@ def scan_part(path: str, options: Any, groups: list[int] | None, first_row: int,
     is ``first_row`` of the file."""
     kind = "arrow" if str(path).lower().endswith(".arrow") else "parquet"
     columns = _schema(path, kind)
-    conv = next(c for c in CONVERSATION_COLUMNS if c in columns)
+    fmt = table_format(columns)
+    assert fmt is not None, "new_scan reports a table without a conversation column"
     checker = RecordChecker(Problems())
-    check = checker.messages if conv == "messages" else checker.llava
     level = getattr(options, "images", "header")
     root = str(Path(options.image_folder) if getattr(options, "image_folder", None) else Path(path).resolve().parent)
     probe = _EmbeddedImages(level, float(getattr(options, "decode_sample", 100.0)), root)
@@ -178,7 +182,7 @@ def scan_part(path: str, options: Any, groups: list[int] | None, first_row: int,
         for row in rows:
             row, embedded = _substitute(row, n)
             if type(row) is dict:
-                check(row, n, None, None)
+                checker.check(fmt, row, n, None, None)  # no text positions in a table
             for ref, k, key, value in embedded:
                 if ref in checker.refs and ref not in part.images:
                     parts = (key, k) if k is not None else (key,)

@@ -59,6 +59,7 @@ def test_each_planted_problem_is_found_at_its_row(planted):
         assert f.location.record == row, (problem, f.location)
         assert f.location.pointer.startswith(f"/{row}/"), (problem, f.location.pointer)
         assert f.path == str(planted["parquet"])
+        assert f.location.line is None  # a table has rows, not lines
     assert len(dat(report)) == len(EXPECTED)  # one finding per cause, nothing else
     # images: the row group is named too (row_group_size=32)
     truncated = found["DAT207"]
@@ -129,7 +130,7 @@ def test_a_table_without_a_conversation_column(tmp_path):
 
     pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1]}), tmp_path / "t.parquet")
     (f,) = dat(doctor.check(str(tmp_path / "t.parquet")))
-    assert f.code == "DAT011" and "'text'" in f.message and "'label'" in f.message
+    assert f.code == "DAT011" and "'text'" in f.message and "'label'" in f.message and f.severity == "error"
 
 
 def test_llava_columns_in_a_table(tmp_path):
