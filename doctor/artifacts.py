@@ -2,7 +2,7 @@
 
 Each artifact has a path and a set of kinds; checks apply to artifacts by kind:
 
-- ``dataset``         a LLaVA / messages JSON array or JSONL file
+- ``dataset``         a LLaVA / messages JSON array or JSONL file, or a parquet / Arrow table
 - ``adapter``         a PEFT adapter folder (``adapter_config.json``)
 - ``llava-lora``      an original-LLaVA LoRA output (adapter + ``config.json`` with a ``llava_*`` type
                       and/or ``non_lora_trainables.bin``); also an ``adapter``
@@ -214,6 +214,8 @@ def _classify_file(path: Path, explicit: bool) -> Artifact | None:
     low = name.lower()
     if low.endswith(".jsonl"):
         return Artifact(str(path), frozenset({"dataset"}), {"format": "jsonl"})
+    if low.endswith((".parquet", ".arrow")):  # Hugging Face datasets: shards, save_to_disk files
+        return Artifact(str(path), frozenset({"dataset"}), {"format": low.rsplit(".", 1)[1]})
     if low.endswith(".json"):
         if name in CONFIG_NAMES or name.endswith(INDEX_SUFFIX):
             return None

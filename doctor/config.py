@@ -32,6 +32,8 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "decode-sample": ((int, float), "percent of images to decode with images = decode"),
     "deep": (bool, "read every tensor value (NaN, Inf, all-zero)"),
     "jobs": (int, "worker threads for image checks (0 = one per core)"),
+    "engine": (str, "where the dataset pass runs: local or ray"),
+    "ray-address": (str, "the Ray cluster --engine ray joins (default: start one on this machine)"),
 }
 
 

@@ -42,6 +42,8 @@ class Options:
     progress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     max_length: int | None = None  # token budget of the DAT3xx checks (default: from the model/tokenizer)
+    engine: str = "local"  # local | ray: where the dataset pass runs (checks/dataset/distributed.py)
+    ray_address: str | None = None  # an existing Ray cluster (default: start one on this machine)
 
 
 ProgressFactory = Callable[[str, "int | None"], contextlib.AbstractContextManager[Callable[[int], None]]]

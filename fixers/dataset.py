@@ -54,6 +54,11 @@ def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixO
         params = f.fix.params if f.fix else {}
         bad_images.update(params.get("images", {}))
         bad_records.update(params.get("records", {}))
+    if src.suffix.lower() in (".parquet", ".arrow"):
+        outcome.error = (f"{src}: repaired copies are written for JSON / JSONL datasets only; for a parquet or "
+                         "Arrow dataset drop the rows the findings name with datasets' Dataset.filter (the "
+                         "findings' record numbers are row numbers within this file)")
+        return outcome
     probe, first, fmt = _probe(src)
     if probe.layout == "array" and probe.fatal is not None:
         outcome.error = (f"{src}: {probe.fatal.message} at line {probe.fatal.line}, column {probe.fatal.column}; "

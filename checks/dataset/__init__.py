@@ -30,11 +30,23 @@ from doctor.registry import fixture
 
 
 @fixture
-def dataset_scan(path, progress):
-    """The one streaming pass over the dataset (``doctor.checks.dataset.scan.DatasetScan``)."""
-    from doctor.checks.dataset.scan import scan_dataset
+def dataset_scan(path, options, progress):
+    """The one streaming pass over the dataset (``doctor.checks.dataset.scan.DatasetScan``); for a
+    parquet / Arrow file, the pass over its rows (``doctor.checks.dataset.tables.TableScan``)."""
+    from doctor.checks.dataset.tables import TableUnavailable, is_table, scan_table
 
     try:
+        if is_table(path):
+            try:
+                if getattr(options, "engine", "local") == "ray":
+                    from doctor.checks.dataset import distributed
+
+                    return distributed.scan_table(path, options)
+                return scan_table(path, options, progress)
+            except TableUnavailable as e:
+                raise Skip(str(e)) from None
+        from doctor.checks.dataset.scan import scan_dataset
+
         return scan_dataset(path, progress)
     except OSError as e:
         raise Skip(f"cannot read {path}: {e.strerror or e}") from None
@@ -45,6 +57,9 @@ def dataset_images(dataset_scan, options, progress):
     """Every distinct image, probed at ``--images`` level (``doctor.checks.dataset.images.run.ImageReport``)."""
     from doctor.checks.dataset.images.run import check_images
 
+    embedded = getattr(dataset_scan, "images", None)  # a table's images were checked with its rows
+    if embedded is not None:
+        return embedded
     return check_images(dataset_scan, options, progress)
 
 

@@ -73,6 +73,10 @@ class DatasetScan:
         assert self.checker is not None
         return self.checker.ref_first[ref_id], self.checker.keys[self.checker.ref_key[ref_id]]
 
+    def iter_records(self) -> Any:
+        """(record, line, column, offset) for every top-level value, read again from the file."""
+        return iter(JsonStream(self.path))
+
     def record(self, index: int) -> Any:
         """Read record ``index`` again from the file (for the few a finding needs to quote)."""
         return read_value_at(self.path, self.offset_of(index))

@@ -51,7 +51,8 @@ def _median(counts: list[tuple[int, int]], total: int) -> int:
 def scan_sentence(s: dict[str, Any]) -> str:
     parts = [f"{s['records']:,} records"]
     if s.get("format"):
-        parts[0] += f" ({s['format']} format, {'JSON array' if s['layout'] == 'array' else 'JSON Lines'})"
+        shape = {"array": "JSON array", "table": "parquet / Arrow table"}.get(s["layout"], "JSON Lines")
+        parts[0] += f" ({s['format']} format, {shape})"
     if "records_with_images" in s:
         parts.append(f"{s['records_with_images']:,} with images, {s['text_only_records']:,} text-only")
         parts.append(f"{s['image_references']:,} image references to {s['distinct_images']:,} distinct files")

@@ -23,7 +23,6 @@ from doctor.checks.dataset.template import Overhead, load_lengths, overhead
 from doctor.checks.dataset.vision import VisionSpec, max_length_of, vision_spec
 
 from doctor.findings import Applicability, Fix, Location, Severity
-from doctor.io.jsonstream import JsonStream
 
 if TYPE_CHECKING:
     from doctor.checks.dataset.images.run import ImageReport
@@ -80,7 +79,7 @@ def _pass(scan: DatasetScan, images: ImageReport | None, report: TokenReport,
     texts: list[str] = []
     bar = progress("Counting tokens", scan.objects) if progress else nullcontext(lambda n=1: None)
     with bar as advance:
-        for i, (rec, line, _col, _off) in enumerate(JsonStream(scan.path)):
+        for i, (rec, line, _col, _off) in enumerate(scan.iter_records()):
             if type(rec) is not dict:
                 continue
             turns, image_tokens = _turns(rec, scan, images, report.spec, texts)

@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, metavar="N", help="token budget per record (default: the model's or tokenizer's model_max_length, else 2048)")
     g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
     g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
+    g.add_argument("--engine", choices=("local", "ray"), help="where the dataset pass runs: this process (default) or a Ray cluster (pip install 'vlm-doctor[ray]')")
+    g.add_argument("--ray-address", metavar="ADDR", help="with --engine ray, the cluster to join (default: start Ray on this machine)")
     g.add_argument("--deep", action="store_true", default=None, help="read every tensor value (NaN, Inf, all-zero) even above the default budget of about one second of scanning")
     g.add_argument("--sanity", action="store_true", help="after the static checks, load each model and run the inference sanity pass")
     g.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="device for --sanity (default: auto)")
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         base=pick("base"), image_folder=pick("image-folder"), tokenizer=pick("tokenizer"), model=pick("model"),
         images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
         deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
-        max_length=pick("max-length"), dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+        max_length=pick("max-length"), engine=pick("engine", "local"), ray_address=pick("ray-address"),
+        dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
         extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
                "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,
                "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit,

@@ -69,7 +69,12 @@ def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] |
         return report
     started = time.perf_counter()
     prober = Prober(root, options.images, float(options.decode_sample), pillow_max_pixels())
-    results = _run(prober, refs, options.jobs or os.cpu_count() or 1, progress)
+    if getattr(options, "engine", "local") == "ray":
+        from doctor.checks.dataset.distributed import probe_images
+
+        results = probe_images(options, (root, options.images, float(options.decode_sample), pillow_max_pixels()), refs)
+    else:
+        results = _run(prober, refs, options.jobs or os.cpu_count() or 1, progress)
     report.widths = array("I", (r[0] for r in results))
     report.heights = array("I", (r[1] for r in results))
     report.checked = len(results)

@@ -1,0 +1,181 @@
+"""The dataset pass on a Ray cluster: ``vlm-doctor check DATA --engine ray [--ray-address ADDR]``.
+
+The work is cut into blocks that Ray Data maps over the cluster, and the results are folded back
+in block order by the same code the single process uses, so the report is the same (codes,
+locations, order):
+
+- distinct image paths, in batches (``Prober.batch``, the function the local thread pool runs):
+  every ``--images`` level; at ``decode`` this is where the time goes (~2 ms an image);
+- parquet row groups / Arrow record batches (``tables.scan_part``: the record rules and the
+  embedded images of those rows), folded by ``tables.merge_parts``.
+
+JSON and JSONL record passes stay on the driver: they run at ``json.load`` speed (hundreds of
+MB/s), far ahead of the image checks they feed.
+
+Without ``--ray-address`` a local Ray instance starts on the loopback interface (Ray's embedded
+default), so the same command runs on a laptop; with one, it joins that cluster (every node needs
+vlm-doctor installed, and the paths must be readable there: a shared file system, or the images
+are reported missing by the worker that could not read them, never a crash). A block whose worker
+dies is retried by Ray (map tasks retry without limit); its result is taken once.
+
+Ray is an optional extra (``pip install 'vlm-doctor[ray]'``); the core never imports it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from doctor.errors import UsageError
+
+RAY_HINT = "pip install 'vlm-doctor[ray]'"
+IMAGE_BATCH = 256
+# Fault injection for the tests (Options.extra): a path; the first worker to find that file
+# missing creates it and kills itself (SIGKILL) after computing its block's result, before
+# returning it, so a lost worker and Ray's retry of its block are exercised for real.
+KILL_ONCE = "ray_test_kill_once"
+
+_session: dict[str, Any] = {}
+
+
+def engine_of(options: Any) -> str:
+    return getattr(options, "engine", None) or "local"
+
+
+def ray_ready(options: Any) -> Any:
+    """The ``ray`` module, initialised once per process (joined or started), shut down at exit."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_HINT}") from None
+    if not ray.is_initialized():
+        address = getattr(options, "ray_address", None)
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                jobs = getattr(options, "jobs", 0) or None
+                ray.init(num_cpus=jobs, _node_ip_address="127.0.0.1", **kwargs)
+        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError from ray.init
+            raise UsageError(f"--engine ray: cannot {'join ' + address if address else 'start Ray'}: "
+                             f"{type(e).__name__}: {e}") from None
+        _session["owner"] = True
+        atexit.register(_shutdown)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = bool(getattr(options, "progress", False))
+    ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data"):  # findings go to the report; Ray's own chatter stays in its logs
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return ray
+
+
+def _shutdown() -> None:
+    if _session.pop("owner", False):
+        import ray
+
+        ray.shutdown()
+
+
+def map_blocks(options: Any, fn: Callable[[Any], Any], blocks: Sequence[Any]) -> list[Any]:
+    """``[fn(b) for b in blocks]`` on the cluster, one Ray Data block per item, results in order."""
+    if not blocks:
+        return []
+    ray = ray_ready(options)
+    items = [{"k": k, "payload": pickle.dumps(b)} for k, b in enumerate(blocks)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # Ray Data retries a map task whose worker died without limit (its remote_fn default,
+    # max_retries=-1); a block's result is taken once, whichever attempt delivered it.
+    kill_once = (getattr(options, "extra", None) or {}).get(KILL_ONCE)
+    rows = ds.map_batches(_Apply(fn, kill_once), batch_size=1, batch_format="numpy").take_all()
+    results: dict[int, Any] = {}
+    for row in rows:
+        results.setdefault(int(row["k"]), pickle.loads(row["result"]))  # a retried block counts once
+    missing = [k for k in range(len(blocks)) if k not in results]
+    if missing:  # Ray gave up on a block (its retries spent): nothing may be lost silently
+        raise RuntimeError(f"Ray returned no result for {len(missing)} block(s), first {missing[:5]}")
+    return [results[k] for k in range(len(blocks))]
+
+
+class _Apply:
+    """The per-block function Ray ships to the workers (a picklable callable)."""
+
+    def __init__(self, fn: Callable[[Any], Any], kill_once: str | None = None) -> None:
+        self.fn = fn
+        self.kill_once = kill_once
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for payload in batch["payload"]:
+            result = self.fn(pickle.loads(payload))
+            if self.kill_once:
+                _die_once(self.kill_once)
+            out.append(pickle.dumps(result))
+        return {"k": batch["k"], "result": out}
+
+
+def _die_once(marker: str) -> None:
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- images -------------------------------------------------------------------------------------
+class ProbeBatch:
+    """One batch of distinct image paths, probed on a worker as the thread pool does locally."""
+
+    def __init__(self, root: str, level: str, decode_percent: float, max_pixels: int | None) -> None:
+        self.args = (root, level, decode_percent, max_pixels)
+
+    def __call__(self, refs: list[str]) -> list[tuple]:
+        from doctor.checks.dataset.images.probe import Prober
+
+        return Prober(*self.args).batch(refs)
+
+
+def probe_images(options: Any, prober_args: tuple[str, str, float, int | None], refs: list[str]) -> list[tuple]:
+    batches = [refs[k:k + IMAGE_BATCH] for k in range(0, len(refs), IMAGE_BATCH)]
+    out: list[tuple] = []
+    for result in map_blocks(options, ProbeBatch(*prober_args), batches):
+        out.extend(result)
+    return out
+
+
+# ---- parquet / Arrow ----------------------------------------------------------------------------
+class ScanGroups:
+    """One block of row groups of a table, scanned on a worker."""
+
+    def __init__(self, path: str, options: Any) -> None:
+        self.path = path
+        self.options = {k: getattr(options, k, None) for k in ("images", "image_folder", "decode_sample")}
+
+    def __call__(self, block: tuple[list[int], int]) -> Any:
+        from types import SimpleNamespace
+
+        from doctor.checks.dataset.tables import scan_part
+
+        groups, first_row = block
+        return scan_part(self.path, SimpleNamespace(**self.options), groups, first_row)
+
+
+def scan_table(path: str, options: Any) -> Any:
+    """``tables.scan_table`` with one block per row group, scanned across the cluster."""
+    import time
+
+    from doctor.checks.dataset.tables import finish, group_rows, merge_parts, new_scan
+
+    started = time.perf_counter()
+    scan = new_scan(path, options)
+    if scan.fmt is not None:
+        blocks = [([g], first) for g, first in enumerate(group_rows(path))]
+        merge_parts(scan, map_blocks(options, ScanGroups(path, options), blocks))
+    return finish(scan, options, started)
