@@ -16,6 +16,7 @@ class ArtifactKind(str, enum.Enum):
     RUN = "run"  # a training output folder (checkpoint-N/, trainer_state.json, global_stepN/)
     WEIGHTS = "weights"  # a single weights file
     PICKLE = "pickle"  # a pickle-bearing training-state file (optimizer, scheduler, rng, DeepSpeed)
+    UNRECOGNIZED = "unrecognized"  # a path given that holds nothing vlm-doctor recognises (DOC002)
     ENVIRONMENT = "environment"  # the installed libraries (one per run)
     SANITY = "sanity"  # a model to load and run (--sanity)
 
