@@ -211,3 +211,21 @@ def test_plan_runs_required_checks_hidden_transitively():
     assert codes[-1] == "ADP021" and codes.index("ADP001") < codes.index("ADP003")
     checks, hidden = plan(applicable, Selection.from_lists())
     assert hidden == set() and len(checks) == len(applicable)
+
+
+def test_command_line_ignore_keeps_the_exit_code_of_what_it_does_not_hide(shared, tmp_path, capsys):
+    """The issue's example through the CLI: --ignore CKP406 must not turn CKP407 into a false error."""
+    from doctor.cli import main
+
+    path, _ = FIRES["CKP406"](shared, tmp_path)
+
+    def run(*argv: str) -> tuple[int, set[str]]:
+        rc = main(["check", str(path), "--select", "CKP4", "--output-format", "json", *argv])
+        doc = json.loads(capsys.readouterr().out)
+        return rc, {f["code"] for f in doc["findings"]}
+
+    rc_all, codes_all = run()
+    rc_ignored, codes_ignored = run("--ignore", "CKP406")
+    assert "CKP406" in codes_all and "CKP407" not in codes_all
+    assert codes_ignored == codes_all - {"CKP406"}
+    assert rc_ignored == rc_all == 0  # only warnings (CKP406, and CKP404 for the chat template) either way
