@@ -216,3 +216,15 @@ def test_image_objects_as_llama_factory_reads_them(tmp_path, fmt):
     # without "bytes", _regularize_images raises KeyError: an error that says so
     (f,) = errors(check(tmp_path, [record([{"path": "a.png"}])]))["DAT013"]
     assert "LLaMA-Factory" in f.message and "bytes" in f.message
+
+
+def test_json_lines_in_a_json_file_is_an_error_only_for_llava(tmp_path):
+    llava = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                 {"from": "gpt", "value": "A cat."}]}
+    messages = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    for rec, severity in ((llava, "error"), (messages, "warning")):
+        path = tmp_path / "d.json"
+        path.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
+        make_image(tmp_path / "a.png")
+        report = doctor.check(str(path), select=["DAT005"], images="none")
+        assert [f.severity.value for f in report.findings] == [severity]
