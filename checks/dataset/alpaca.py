@@ -75,7 +75,8 @@ def check_alpaca(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> No
                          f"a string ({LOADER} treats anything else as no answer and the record is dropped)")
     c.chars.append(chars)
     c.turns[len(roles)] = c.turns.get(len(roles), 0) + 1
-    n_images = _images(c, rec, i, line, col)
+    listed = c.listed_images(rec, i, line, col)
+    n_images = 0 if listed is None else listed
     if n_images >= 0 and (slots or n_images):
         last = len(roles) - 1 - (roles[-1] == "assistant")  # the instruction's turn
 
@@ -85,27 +86,3 @@ def check_alpaca(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> No
             return ("instruction",) if j == last else ("output",)
 
         check_placeholders(P, rec, i, line, col, n_images, slots, roles, "user", "alpaca", at=at, fixes=False)
-
-
-def _images(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> int:
-    images = rec.get("images")
-    if images is None:
-        return 0
-    if type(images) is str:  # _find_medias wraps a single path in a list
-        images = [images]
-    if type(images) is not list:
-        c._field_problem(rec, i, line, col, ("images",), images, "a list of image paths")
-        return -1
-    ok = True
-    for k, item in enumerate(images):
-        path = item.get("path") if type(item) is dict else item
-        if type(path) is str and path:
-            c._ref(path, i, ("images", k) if type(rec.get("images")) is list else ("images",))
-        elif not (type(item) is dict and item.get("bytes")):
-            ok = False
-            c._field_problem(rec, i, line, col, ("images", k), item, "a non-empty path string")
-    if images:
-        c.records_with_images += 1
-        if len(images) > 1:
-            c._multi(i)
-    return len(images) if ok else -1

@@ -75,9 +75,14 @@ def _jsonl(scan: DatasetScan) -> None:
 def _values_in_json(scan: DatasetScan) -> None:
     P = scan.problems
     if scan.records > 1:
+        # LLaVA's train.py json.loads the file; datasets' "json" builder (LLaMA-Factory, TRL) reads
+        # JSON Lines whatever the extension, so for their formats it is only a warning.
+        datasets_format = scan.fmt in ("messages", "alpaca")
         P.add(DAT.JSON_LINES_IN_JSON_FILE, Problem(
             f"the file holds {scan.records:,} top-level values (JSON Lines), not one array: json.load raises "
-            "\"Extra data\" after the first record", None, None, 1, 1,
+            "\"Extra data\" after the first record"
+            + ("; datasets' json loader (LLaMA-Factory, TRL) reads JSON Lines in a .json file" if datasets_format
+               else ""), None, None, 1, 1, severity=Severity.WARNING if datasets_format else None,
             fix=repair("write the records as one JSON array")))
         return
     value = scan.first_value

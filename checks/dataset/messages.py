@@ -55,7 +55,7 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         P.record(EMPTY_FIELD, i, line, col, ("messages",), f"{describe(i, rec)}: \"messages\" is empty", fix=DROP)
         c.chars.append(0)
         return
-    listed = _listed_images(c, rec, i, line, col)
+    listed = c.listed_images(rec, i, line, col)
     inline: list[tuple[str, tuple[Any, ...]]] = []
     embedded = [0]  # image parts carrying data, not a file (base64, bytes)
     typed = False
@@ -123,33 +123,6 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         and "user" not in roles[: slots[0][0]]
     ):
         check_placeholders(P, rec, i, line, col, n_images, slots, roles, "user", "messages", "content")
-
-
-def _listed_images(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> int | None:
-    """Register the paths in "images"; their number, None without the key, -1 when unusable."""
-    images = rec.get("images", _MISSING)
-    if images is _MISSING or images is None:
-        return None
-    if type(images) is str:  # LLaMA-Factory wraps a single path in a list itself
-        images = [images]
-    if type(images) is not list:
-        c._field_problem(rec, i, line, col, ("images",), images, "a list of image paths")
-        return -1
-    ok = True
-    for k, item in enumerate(images):
-        path = item.get("path") if type(item) is dict else item
-        if type(path) is str and path:
-            c._ref(path, i, ("images", k))
-        elif type(item) is dict and item.get("bytes"):
-            pass  # LLaMA-Factory's _regularize_images opens {"bytes": ...} from memory
-        else:
-            ok = False
-            c._field_problem(rec, i, line, col, ("images", k), item, "a non-empty path string")
-    if images:
-        c.records_with_images += 1
-        if len(images) > 1:
-            c._multi(i)
-    return len(images) if ok else -1
 
 
 def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, content: list,

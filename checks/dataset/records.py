@@ -192,10 +192,11 @@ class RecordChecker:
         key = "image"
         image = rec.get("image", _MISSING)
         if image is _MISSING:
-            image = rec.get("images", _MISSING)
-            if image is _MISSING:
+            if "images" not in rec:
                 return 0
-            key = "images"
+            # LLaMA-Factory's sharegpt column (DAT114 is about LLaVA's "image" only)
+            n = self.listed_images(rec, i, line, col, multi=False)
+            return 0 if n is None else n
         if type(image) is str:
             if not image:
                 self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
@@ -206,8 +207,7 @@ class RecordChecker:
             self._ref(image, i, (key,))
             return 1
         if type(image) is list:
-            if key == "image":  # "images" is LLaMA-Factory's sharegpt column, which takes lists
-                self._multi(i)
+            self._multi(i)
             if not image:
                 self.problems.record(DAT.EMPTY_FIELD, i, line, col, (key,),
                                      f"{describe(i, rec)}: \"{key}\" is an empty list", fix=DROP)
@@ -262,6 +262,51 @@ class RecordChecker:
         getattr(self, fmt)(rec, i, line, col)
 
     # ---- shared ----------------------------------------------------------------------------
+    def listed_images(self, rec: dict, i: int, line: int, col: int, key: str = "images",
+                      multi: bool = True) -> int | None:
+        """Register the images listed under ``key`` the way LLaMA-Factory reads that column
+        (``_find_medias`` wraps a single value in a list; mm_plugin's ``_regularize_images`` opens
+        a path string, or a ``{"bytes", "path"}`` object: ``bytes`` when not null, else ``path``).
+        Their number; None without the key; -1 when one is unusable."""
+        images = rec.get(key)
+        if images is None:
+            return None
+        single = type(images) is not list
+        if single and type(images) not in (str, dict):
+            self._field_problem(rec, i, line, col, (key,), images, "a list of image paths")
+            return -1
+        items = [images] if single else images
+        ok = True
+        for k, item in enumerate(items):
+            where = (key,) if single else (key, k)
+            if type(item) is str and item:
+                self._ref(item, i, where)
+            elif type(item) is dict:
+                if "bytes" not in item:
+                    self.problems.record(DAT.WRONG_FIELD_TYPE, i, line, col, where,
+                                         f"{describe(i, rec)}: {'/'.join(map(str, where))} is an object without "
+                                         "\"bytes\": LLaMA-Factory's _regularize_images reads image[\"bytes\"] "
+                                         "(KeyError); give the path as a string, or {\"bytes\": null, \"path\": ...}",
+                                         fix=DROP)
+                    ok = False
+                elif item["bytes"] is None:
+                    path = item.get("path")
+                    if type(path) is str and path:
+                        self._ref(path, i, where + ("path",))
+                    else:
+                        ok = False
+                        self._field_problem(rec, i, line, col, where + ("path",), path,
+                                            "a path string (\"bytes\" is null)")
+            else:
+                ok = False
+                self._field_problem(rec, i, line, col, where, item, "a non-empty path string")
+        if items:
+            self.records_with_images += 1
+            if len(items) > 1 and multi:
+                self._multi(i)
+        return len(items) if ok else -1
+
+
     def _ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
         self.image_refs += 1
         if path not in self.refs:

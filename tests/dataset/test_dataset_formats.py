@@ -194,3 +194,37 @@ def test_sharegpt_placeholder_mismatch_names_llama_factory(tmp_path):
            "images": ["a.png"]}
     (f,) = errors(check(tmp_path, [rec]))["DAT110"]
     assert "LLaMA-Factory raises" in f.message and "LLaVA" not in f.message
+
+
+@pytest.mark.parametrize("fmt", ["messages", "sharegpt", "alpaca"])
+def test_image_objects_as_llama_factory_reads_them(tmp_path, fmt):
+    def record(images):
+        if fmt == "messages":
+            return {"messages": [{"role": "user", "content": "<image>What?"},
+                                 {"role": "assistant", "content": "A cat."}], "images": images}
+        if fmt == "sharegpt":
+            return {"conversations": [{"from": "human", "value": "<image>What?"},
+                                      {"from": "gpt", "value": "A cat."}], "images": images}
+        return {"instruction": "<image>What?", "input": "", "output": "A cat.", "images": images}
+
+    # {"bytes": null, "path": ...} (what datasets' Image feature writes), alone or in a list: accepted
+    assert check(tmp_path, [record([{"bytes": None, "path": "a.png"}])]) == {}
+    assert check(tmp_path, [record({"bytes": None, "path": "a.png"})]) == {}
+    assert check(tmp_path, [record("a.png")]) == {}
+    # the path is checked on disk like any other
+    assert list(errors(check(tmp_path, [record([{"bytes": None, "path": "gone.png"}])]))) == ["DAT201"]
+    # without "bytes", _regularize_images raises KeyError: an error that says so
+    (f,) = errors(check(tmp_path, [record([{"path": "a.png"}])]))["DAT013"]
+    assert "LLaMA-Factory" in f.message and "bytes" in f.message
+
+
+def test_json_lines_in_a_json_file_is_an_error_only_for_llava(tmp_path):
+    llava = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                 {"from": "gpt", "value": "A cat."}]}
+    messages = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    for rec, severity in ((llava, "error"), (messages, "warning")):
+        path = tmp_path / "d.json"
+        path.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
+        make_image(tmp_path / "a.png")
+        report = doctor.check(str(path), select=["DAT005"], images="none")
+        assert [f.severity.value for f in report.findings] == [severity]

@@ -121,7 +121,9 @@ class JsonLinesInJsonFile(DatasetCheck):
     ## Why is this bad?
     LLaVA's train.py calls `json.load`, which raises "Extra data" after the first record.
 
-    Severity: error, because `json.load` raises "Extra data".
+    Severity: error for LLaVA records, because `json.load` raises "Extra data"; a warning for
+    messages and alpaca records, which LLaMA-Factory and TRL load with datasets' "json" builder, which
+    reads JSON Lines whatever the file is called.
 
     ## Example
     `{"id": "1", ...}\\n{"id": "2", ...}` saved as `data.json`.
