@@ -6,7 +6,10 @@ once) to every adapted weight, puts in the tensors saved in full beside the LoRA
 (``modules_to_save``; the projector of an original-LLaVA run's ``non_lora_trainables.bin``),
 and writes safetensors shards, an index, config.json and the tokenizer/processor files to a
 new folder. An original-LLaVA LoRA run and an XTuner release come out as transformers'
-``LlavaForConditionalGeneration``, loadable with the Auto classes and no ``--model-base``.
+``LlavaForConditionalGeneration``, loadable with the Auto classes and no ``--model-base``; with
+``--layout llava`` an original-LLaVA LoRA run is written in LLaVA's own layout instead, as its
+``scripts/merge_lora_weights.py`` writes it (the CLIP tower then stays a name, loaded by LLaVA's
+builder).
 
 ## Why is this bad?
 An adapter whose base does not load (``KeyError: 'LlavaMistralConfig'``), whose projector lives
