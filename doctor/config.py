@@ -32,6 +32,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "decode-sample": ((int, float), "percent of images to decode with images = decode"),
     "deep": (bool, "read every tensor value (NaN, Inf, all-zero)"),
     "jobs": (int, "worker threads for image checks (0 = one per core)"),
+    "show-fixes": (bool, "list what --fix would do for each fixable finding"),
 }
 
 

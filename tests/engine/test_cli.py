@@ -178,5 +178,6 @@ def test_dataset_check_imports_no_torch(tmp_path):
 def test_env_json(capsys):
     rc, out, _ = cli(capsys, "env", "--output-format", "json")
     doc = json.loads(out)
-    assert doc["environment"]["packages"]["torch"] is not None
+    assert doc["env"]["packages"]["torch"] is not None
+    assert all(f["code"].startswith("ENV") for f in doc["findings"])
     assert rc in (0, 1)
