@@ -43,7 +43,7 @@ def tiny(tmp_path_factory):
     from tests.helpers.run import make_run
 
     root = tmp_path_factory.mktemp("contract")
-    data = make_llava_dataset(root / "data", n=4, problems=("missing-image", "no-image-token"))
+    data = make_llava_dataset(root / "data", n=4, problems=("missing-image", "bad-role", "double-image-token"))
     run = make_run(root / "run", [2.0, 1.5, 0.0, 0.0, 0.0, 0.0], save_every=2, frozen_after=4)
     broken = make_llava_model(root / "broken", drop_tensors=("multi_modal_projector",)).path
     base = make_llava_model(root / "base")
@@ -204,10 +204,16 @@ def test_statistics_and_show_fixes(tiny, capsys):
     findings = json.loads(full)["findings"]
     assert {r["code"]: r["count"] for r in stats} == {c: sum(f["code"] == c for f in findings) for c in {f["code"] for f in findings}}
     rc, out = run(capsys, ["check", tiny["data"], "--no-progress", "--output-format", "concise", "--show-fixes"])
-    fixable = [f for f in findings if f["fix"]]
-    assert ("Fixes (" in out) == bool(fixable)
+    fixable = [f for f in findings if f["fix"] and f["fix"]["fixer"]]
+    assert {"DAT101", "DAT111"} <= {f["code"] for f in fixable}
+    assert f"Fixes ({len([f for f in findings if f['fix']])}):" in out
     for f in fixable:
-        assert f"{f['code']} {f['fix']['description']}" in out
+        kind = f["fix"]["applicability"]
+        assert f"{f['code']} {f['fix']['description']} ({kind}; --fix" in out
+    assert {r["code"]: r["fixable"] for r in stats if r["fixable"]} == \
+        {c: sum(f["code"] == c for f in fixable) for c in {f["code"] for f in fixable}}
+    rc, out = run(capsys, ["check", tiny["data"], "--no-progress", "--statistics"])
+    assert re.search(r"^\s*\d+\s+DAT101\s+\[\*\]", out, re.M)
 
 
 def test_shipped_schema_is_the_one_the_report_model_writes():
