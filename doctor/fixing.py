@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections import defaultdict
+
 from doctor.findings import Applicability, Finding
 from doctor.options import Options
 from doctor.report import FixOutcome, Report

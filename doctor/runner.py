@@ -20,7 +20,6 @@ from doctor.registry import FIXTURES, REGISTRY, Check, families_for, load_family
 from doctor.report import Report
 from doctor.selection import Selection
 
-
 ProgressFactory = Callable[[str, "int | None"], contextlib.AbstractContextManager[Callable[[int], None]]]
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 import importlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

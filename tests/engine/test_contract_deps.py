@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).parents[2]
 IMPORT_NAMES = {"pillow": "PIL"}
