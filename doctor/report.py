@@ -72,10 +72,14 @@ class Report:
     def collect(self, fixtures: Mapping[str, Any]) -> None:
         """Take what the report shows from the fixture values one artifact's checks computed
         (called by the runner, so that no check writes into the report): a sanity pass becomes
-        an entry of the ``sanity`` section."""
+        an entry of the ``sanity`` section, and a training run's save checks (RUN2xx) get one
+        result per save, in ``check`` as in ``triage``."""
         result = fixtures.get("sanity_result")
         if result is not None and hasattr(result, "to_dict"):
             self.add_sanity(result)
+        analysis = fixtures.get("run_analysis")
+        if analysis is not None and hasattr(analysis, "states"):
+            self.spread_results("RUN2", [str(st.save.path) for st in analysis.states], str(analysis.layout.root))
 
     def add_sanity(self, result: Any) -> None:
         """One model's sanity pass (a ``doctor.sanity.SanityResult``): its stage table. The

@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     options.extra["run_analyses"] = {str(path): analysis}
     report = run_checks([str(path)], options, settings.selection(), artifacts=[artifact],
                         progress=settings.progress_factory())
-    # RUN2xx judge the saves: one result (a JUnit testcase) per save, failed where a finding lies in it
-    report.spread_results("RUN2", [str(st.save.path) for st in analysis.states], str(path))
     report.set_section("triage", analysis.to_dict())
 
     code = emit(report, settings, full=lambda rep, ctx: render_full(analysis, rep, ctx.version, color=ctx.color,
