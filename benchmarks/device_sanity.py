@@ -99,9 +99,11 @@ def cli(argv: list[str]) -> int:
     to), so a half-edited sibling command cannot take the device run down."""
     from doctor.commands import sanity
     from doctor.errors import DoctorError
+    from doctor.options import add_report_options
 
     parser = argparse.ArgumentParser(prog="vlm-doctor sanity")
     sanity.add_arguments(parser)
+    add_report_options(parser)  # the shared report options, as doctor/cli.py adds them
     try:
         return sanity.run(parser.parse_args(argv[1:]))
     except DoctorError as e:
@@ -118,6 +120,7 @@ def run_one(name: str, model: Path, args: list[str], expect: dict[int, str], wor
         rc = cli([*argv, "--output-format", "json", "-o", str(js)])
     wall = time.perf_counter() - started
     doc = json.loads(js.read_text()) if js.exists() and rc in (0, 1) else {}
+    doc = (doc.get("sanity", {}).get("models") or [{}])[0]  # the report's sanity section (docs/report.md)
     js.unlink(missing_ok=True)
     return _record(name, argv, rc, wall, doc, expect)
 

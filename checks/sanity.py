@@ -8,7 +8,9 @@ check below reports one stage. Sanity options beyond ``device``/``dtype`` come f
 ``sanity_timeout``, ``sanity_load_4bit``, ``sanity_load_8bit``, ``sanity_processor`` (a folder to take
 the processor from). A folder without processor files still gets the pass (CKP406 warns; the pass
 builds the processor from config.json and the tokenizer, or takes the base's); a folder without a
-tokenizer gets it when ``--base`` (or ``sanity_processor``) has one.
+tokenizer gets it when ``--base`` (or ``sanity_processor``) has one. ``vlm-doctor sanity`` runs the pass
+itself and hands it in through ``Options.extra["sanity_results"][path]``. The stage table reaches
+the report through the runner (``Report.collect``), never written into it by a check.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ _BLOCKING = ("CKP", "SEC", "ADP", "LLV", "XTN")
 @fixture
 def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
     """The whole sanity pass for this model or adapter, run once and shared by the SAN checks."""
+    pre = (options.extra or {}).get("sanity_results", {}).get(artifact.path)
+    if pre is not None:
+        return pre
     path = Path(artifact.path)
     base = options.base
     model_dir = path
@@ -65,8 +70,6 @@ def sanity_result(artifact: Any, options: Any, report: Any) -> Any:
         )
     except UsageError as e:
         raise Skip(str(e)) from None
-    if report is not None:  # the stage table (times, memory) travels in the report's stats
-        report.stats.setdefault("sanity", {})[str(path)] = [st.to_dict() for st in result.stages]
     return result
 
 

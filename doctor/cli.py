@@ -1,5 +1,7 @@
 """The ``vlm-doctor`` command line. Each subcommand lives in ``doctor/commands/<name>.py`` and
-exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. A command that produces
+findings sets ``REPORT_OPTIONS = True`` (or ``"long"`` when it keeps ``-o`` for something else) and
+gets the shared report options (``doctor.options.add_report_options``) after its own.
 
 Exit codes (ruff's): 0 nothing at or above ``--fail-on``; 1 findings; 2 usage, configuration or
 internal error (also with ``--exit-zero``)."""
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from doctor import __version__
 from doctor.errors import DoctorError
+from doctor.options import add_report_options
 
 COMMANDS = ("check", "rule", "env", "demo", "merge", "convert", "sanity", "triage")
 
@@ -30,8 +33,11 @@ examples:
   vlm-doctor check out/llava-lora --base vicuna  triage an adapter against its base
   vlm-doctor check out/ --output-format sarif -o vlm-doctor.sarif
   vlm-doctor rule ADP010                         explain a finding code
-  vlm-doctor env --output-format markdown        paste into a bug report
+  vlm-doctor env --markdown                      paste into a bug report
 
+check, triage, sanity, merge, convert and env share the report options: --output-format
+full|concise|json|json-lines|github|sarif|junit, -o/--output-file, --select, --ignore,
+--extend-select, --fail-on, --exit-zero, --statistics, --show-fixes, --quiet, --no-progress, --config.
 exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage/config/internal error."""
 
 
@@ -56,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            epilog=getattr(module, "EPILOG", None), formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        shared = getattr(module, "REPORT_OPTIONS", False)
+        if shared:
+            add_report_options(p, short_output=shared != "long")
         p.set_defaults(_run=module.run)
     return parser
 

@@ -34,6 +34,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "jobs": (int, "worker threads for image checks (0 = one per core)"),
     "engine": (str, "where the dataset pass runs: local or ray"),
     "ray-address": (str, "the Ray cluster --engine ray joins (default: start one on this machine)"),
+    "show-fixes": (bool, "list what --fix would do for each fixable finding"),
 }
 
 

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import importlib
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from doctor.findings import Applicability, Finding
+from doctor.options import Options
 from doctor.report import FixOutcome, Report
-
-if TYPE_CHECKING:
-    from doctor.runner import Options
 
 
 def applicable(finding: Finding, unsafe: bool) -> bool:

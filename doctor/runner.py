@@ -10,41 +10,15 @@ import inspect
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.artifacts import Artifact, discover, environment_artifact
 from doctor.errors import Skip, UsageError
 from doctor.findings import CheckResult, Finding, Location, Severity, Status
+from doctor.options import Options
 from doctor.registry import FIXTURES, REGISTRY, Check, families_for, load_family
 from doctor.report import Report
 from doctor.selection import Selection
-
-
-@dataclass
-class Options:
-    """Everything a check may read from the command line or configuration."""
-
-    base: str | None = None
-    image_folder: str | None = None
-    tokenizer: str | None = None
-    model: str | None = None
-    images: str = "header"  # none | exists | header | decode
-    decode_sample: float = 100.0
-    deep: bool = False
-    jobs: int = 0  # 0 = one per core
-    sanity: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    fix: bool = False
-    unsafe_fixes: bool = False
-    diff: bool = False
-    progress: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    max_length: int | None = None  # token budget of the DAT3xx checks (default: from the model/tokenizer)
-    engine: str = "local"  # local | ray: where the dataset pass runs (checks/dataset/distributed.py)
-    ray_address: str | None = None  # an existing Ray cluster (default: start one on this machine)
-
 
 ProgressFactory = Callable[[str, "int | None"], contextlib.AbstractContextManager[Callable[[int], None]]]
 
@@ -133,6 +107,7 @@ def run(
         applicable = [c for c in REGISTRY.values() if c.artifacts & artifact.kinds]
         checks, hidden = plan(applicable, selection)
         _run_artifact(artifact, checks, hidden, ctx, report)
+        report.collect(ctx.values)  # what the report shows beside findings (a sanity pass's stages)
     if options.fix or options.diff:
         from doctor.fixing import apply_fixes
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from doctor import __version__
 from doctor.errors import UsageError
-from doctor.findings import Severity
 
 HELP = "check datasets, adapters, checkpoints and the installed libraries"
 DESCRIPTION = """\
@@ -32,11 +28,7 @@ the long options: select, ignore, fail-on, image-folder, ...), found upward from
 folder; command-line options override it.
 exit codes: 0 nothing at or above --fail-on, 1 findings, 2 usage/config/internal error."""
 
-FORMATS = ("full", "concise", "json", "json-lines", "github", "sarif", "junit")
-
-
-def _codes(value: str) -> list[str]:
-    return [v for v in value.replace(" ", ",").split(",") if v]
+REPORT_OPTIONS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,50 +60,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target environment (judge adapters for another install than this one)")
     t.add_argument("--peft-version", metavar="VER", help="judge adapter_config.json for this peft release (e.g. 0.13.2) instead of the installed one")
     t.add_argument("--transformers-version", metavar="VER", help="judge adapter key layouts for this transformers release (e.g. 4.37.2)")
-    s = p.add_argument_group("rule selection")
-    s.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
-    s.add_argument("--extend-select", type=_codes, metavar="CODES", help="codes or prefixes to add to the selection")
-    s.add_argument("--ignore", type=_codes, metavar="CODES", help="codes or prefixes to disable")
-    o = p.add_argument_group("output")
-    o.add_argument("--output-format", choices=FORMATS, help="report format (default: full)")
-    o.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
-    o.add_argument("--fail-on", choices=("error", "warning", "info"), help="lowest severity that makes the exit code 1 (default: error)")
-    o.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings (internal errors still exit 2)")
-    o.add_argument("-q", "--quiet", action="store_true", help="print nothing when there are no findings")
-    o.add_argument("-v", "--verbose", action="store_true", help="also list skipped checks with their reasons")
-    o.add_argument("--no-progress", action="store_true", help="never show progress bars")
     f = p.add_argument_group("fixes")
     f.add_argument("--fix", action="store_true", help="apply safe fixes; each writes a NEW artifact beside its input")
     f.add_argument("--unsafe-fixes", action="store_true", help="also apply unsafe fixes (may change behaviour, e.g. drop records)")
     f.add_argument("--diff", action="store_true", help="show what --fix would change, write nothing")
-    p.add_argument("--config", metavar="FILE", help="use this vlm-doctor.toml / pyproject.toml instead of searching upward")
 
 
 def run(args: argparse.Namespace) -> int:
-    from doctor.config import load_config
-    from doctor.progress import progress_factory
-    from doctor.reporters import OutputFormat, RenderContext, render
-    from doctor.runner import Options
+    from doctor.options import Options, ReportSettings
+    from doctor.reporters import emit
     from doctor.runner import run as run_checks
-    from doctor.selection import Selection
 
-    config = load_config(args.config)
+    settings = ReportSettings.from_args(args)
 
     def pick(name: str, default=None):
-        value = getattr(args, name.replace("-", "_"), None)
-        return value if value is not None else config.get(name, default)
+        return settings.value(args, name, default)
 
-    selection = Selection.from_lists(select=pick("select"), ignore=pick("ignore", []),
-                                     extend_select=pick("extend-select", []))
-    fmt = OutputFormat(pick("output-format", "full"))
-    fail_on = Severity.parse(pick("fail-on", "error"))
-    show_progress = not args.no_progress and sys.stderr.isatty()
     options = Options(
         base=pick("base"), image_folder=pick("image-folder"), tokenizer=pick("tokenizer"), model=pick("model"),
         images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
         deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
         max_length=pick("max-length"), engine=pick("engine", "local"), ray_address=pick("ray-address"),
-        dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=show_progress,
+        dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=settings.progress,
         extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
                "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,
                "sanity_load_4bit": args.load_4bit, "sanity_load_8bit": args.load_8bit,
@@ -121,20 +91,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if not 0 < options.decode_sample <= 100:
         raise UsageError(f"--decode-sample must be in (0, 100], got {options.decode_sample}")
-    report = run_checks(args.paths, options, selection, progress=progress_factory(show_progress))
-
-    to_terminal = args.output_file is None and sys.stdout.isatty()
-    text = render(report, fmt, RenderContext(version=__version__, color=to_terminal, verbose=args.verbose))
-    if args.output_file:
-        from doctor.atomic import atomic_file
-
-        with atomic_file(Path(args.output_file)) as fh:
-            fh.write(text)
-    elif not (args.quiet and not report.findings and not report.fixes):
-        sys.stdout.write(text)
-
-    if report.internal_errors:
-        return 2
-    if args.exit_zero:
-        return 0
-    return 1 if report.at_or_above(fail_on) else 0
+    report = run_checks(args.paths, options, settings.selection(), progress=settings.progress_factory())
+    return emit(report, settings)

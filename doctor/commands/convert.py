@@ -26,8 +26,12 @@ examples:
 
 The CLIP vision tower comes from the checkpoint when it holds it, else from --vision-tower (or
 config.json's mm_vision_tower when that is a local folder).
-exit codes: 0 written and clean; 1 written, but the checkpoint doctor found errors in it;
+exit codes: 0 written and clean; 1 written, but the checkpoint doctor found findings at or above
+--fail-on in it;
 2 usage or input error (nothing written)."""
+
+
+REPORT_OPTIONS = "long"  # -o is OUT here: the report file is --output-file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,19 +42,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dtype of the written float tensors (default auto: the config's torch_dtype)")
     p.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="largest shard file (default 5GB)")
     p.add_argument("--force", action="store_true", help="replace an existing OUT (only after the new one is complete)")
-    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("--no-check", action="store_true", help="skip the checkpoint doctor on OUT")
 
 
 def run(args: argparse.Namespace) -> int:
     from doctor.fixers.convert import convert
-    from doctor.progress import progress_factory
+    from doctor.options import ReportSettings
 
+    settings = ReportSettings.from_args(args)
     with wrap_os_errors():
         result = convert(args.src, args.output, vision_tower=args.vision_tower, dtype=args.dtype,
                          max_shard_size=args.max_shard_size, force=args.force, check=not args.no_check,
-                         progress=progress_factory(not args.no_progress and sys.stderr.isatty()))
-    return report_result(result)
+                         progress=settings.progress_factory())
+    return report_result(result, settings, "convert")
 
 
 @contextlib.contextmanager
@@ -64,21 +68,33 @@ def wrap_os_errors() -> Iterator[None]:
         raise ArtifactError(f"{e.filename or ''}: {e.strerror or e}; nothing was written").with_traceback(None) from None
 
 
-def report_result(result: Any) -> int:
-    """Print what was written, notes, and the checkpoint doctor's report on OUT; exit 1 when
-    that report has errors about OUT."""
-    from doctor import __version__
+def report_result(result: Any, settings: Any, section: str) -> int:
+    """Report what merge / convert wrote (the ``merge`` / ``convert`` section) with the checkpoint
+    doctor's findings on OUT, in any format; exit 1 when those reach --fail-on."""
+    from doctor.report import Report
 
-    print(f"vlm-doctor: {result.summary()}")
-    for note in result.notes:
-        print(f"  note: {note}")
-    if result.report is not None:
-        from doctor.reporters import OutputFormat, RenderContext, render
+    report = result.report.select(settings.selection()) if result.report is not None else Report()
+    report.set_section(section, {
+        "out": str(result.out), "kind": result.kind, "written": True, "checked": result.report is not None,
+        "provenance": dict(result.provenance), "tensors": result.tensors, "lora_modules": result.lora_modules,
+        "replaced": result.replaced, "shards": list(result.shards), "bytes": result.bytes_written,
+        "dtype": result.dtype, "seconds": round(result.seconds, 3), "notes": list(result.notes),
+        "summary": result.summary(),
+    })
 
-        print(f"\nCheckpoint doctor on {result.out}:")
-        sys.stdout.write(render(result.report, OutputFormat.FULL,
-                                RenderContext(version=__version__, color=sys.stdout.isatty())))
-        if result.errors:
-            print(f"vlm-doctor: the written checkpoint has {len(result.errors)} error(s) (above)", file=sys.stderr)
-            return 1
-    return 0
+    def full(rep: Any, ctx: Any) -> str:
+        from doctor.reporters import OutputFormat, render
+
+        lines = [f"vlm-doctor: {result.summary()}\n"] + [f"  note: {note}\n" for note in result.notes]
+        if result.report is not None:
+            lines.append(f"\nCheckpoint doctor on {result.out}:\n")
+            lines.append(render(rep, OutputFormat.FULL, ctx))
+        return "".join(lines)
+
+    from doctor.reporters import emit
+
+    code = emit(report, settings, full=full)
+    if code == 1:
+        print(f"vlm-doctor: the written checkpoint {result.out} has findings at or above --fail-on "
+              f"({settings.fail_on})", file=sys.stderr)
+    return code

@@ -1,44 +1,48 @@
-"""``vlm-doctor env``: the installed libraries, for a bug report (markdown) or CI (json)."""
+"""``vlm-doctor env``: the installed libraries and the environment checks, for a bug report
+(``--markdown``) or CI (any report format; the versions are the ``env`` section of the JSON)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 HELP = "show the installed library versions and the environment checks"
 EPILOG = """\
 examples:
-  vlm-doctor env                              a table plus the ENV findings
-  vlm-doctor env --output-format markdown     paste into a GitHub issue
-  vlm-doctor env --output-format json         for CI
+  vlm-doctor env                              the versions, then the ENV findings
+  vlm-doctor env --markdown                   the versions as a table to paste into a GitHub issue
+  vlm-doctor env --output-format json         for CI: the report, with the versions in "env"
 
 Versions are read from package metadata; nothing is imported, so a broken install is reported,
-not crashed on. Exit code 1 when an ENV check finds an error."""
+not crashed on. Exit code 1 when an ENV check finds something at or above --fail-on."""
+
+REPORT_OPTIONS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--markdown", action="store_true",
+                   help="print only the versions, as a markdown table for a bug report (no findings, exit 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     from doctor import __version__
     from doctor.envprobe import markdown, probe
-    from doctor.runner import Options
+    from doctor.options import Options, ReportSettings
+    from doctor.reporters import emit
     from doctor.runner import run as run_checks
-    from doctor.selection import Selection
 
+    settings = ReportSettings.from_args(args)
     env = probe()
-    report = run_checks([], Options(), Selection.from_lists(select=["ENV"]), artifacts=[])
-    if args.output_format == "json":
-        doc = {"schema_version": 1, "tool": {"name": "vlm-doctor", "version": __version__},
-               "environment": env.to_dict(), "findings": [f.to_dict() for f in report.findings]}
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        out = [f"vlm-doctor {__version__}\n", markdown(env)]
-        if report.findings:
-            out.append("\nFindings:\n")
-            out += [f"- {f.severity.value} {f.code} {f.name}: {f.message}\n  fix: {f.hint}\n" for f in report.findings]
-        sys.stdout.write("".join(out))
-    return 1 if not report.ok else 0
+    if args.markdown:
+        sys.stdout.write(f"vlm-doctor {__version__}\n\n{markdown(env)}")
+        return 0
+    report = run_checks([], Options(progress=settings.progress), settings.selection(), artifacts=[],
+                        progress=settings.progress_factory())
+    report.set_section("env", env.to_dict())
+
+    def full(rep, ctx) -> str:  # noqa: ANN001
+        from doctor.reporters import OutputFormat, render
+
+        return f"vlm-doctor {__version__}\n{markdown(env)}\n" + render(rep, OutputFormat.FULL, ctx)
+
+    return emit(report, settings, full=full)

@@ -4,7 +4,6 @@ transformers-native checkpoint, then run the checkpoint doctor on it."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "merge a LoRA adapter (PEFT, original LLaVA, XTuner) into a transformers checkpoint"
 DESCRIPTION = """\
@@ -31,8 +30,11 @@ examples:
       -o llava-v1.5-7b-merged
   vlm-doctor merge llava-internlm2-7b --base models/llm --vision-tower models/clip -o xtuner-hf
 
-exit codes: 0 written and the checkpoint doctor found no errors in it; 1 written, but the
-checkpoint doctor found errors; 2 usage or input error (nothing written)."""
+exit codes: 0 written and the checkpoint doctor found nothing at or above --fail-on in it;
+1 written, but it did; 2 usage or input error (nothing written)."""
+
+
+REPORT_OPTIONS = "long"  # -o is OUT here: the report file is --output-file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,22 +49,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dtype of the written float tensors (default auto: the base's; for conversions the LLM's)")
     p.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="largest shard file (default 5GB; e.g. 2GB, 500MiB)")
     p.add_argument("--force", action="store_true", help="replace an existing OUT (only after the new one is complete)")
-    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("--no-check", action="store_true", help="skip the checkpoint doctor on OUT")
 
 
 def run(args: argparse.Namespace) -> int:
     from doctor.commands.convert import report_result, wrap_os_errors
     from doctor.fixers.merge import merge
+    from doctor.options import ReportSettings
 
+    settings = ReportSettings.from_args(args)
     with wrap_os_errors():
         result = merge(args.adapter, base=args.base, out=args.output, dtype=args.dtype,
                        max_shard_size=args.max_shard_size, force=args.force, vision_tower=args.vision_tower,
-                       progress=_progress(args), check=not args.no_check, layout=args.layout)
-    return report_result(result)
-
-
-def _progress(args: argparse.Namespace):  # noqa: ANN202
-    from doctor.progress import progress_factory
-
-    return progress_factory(not args.no_progress and sys.stderr.isatty())
+                       progress=settings.progress_factory(), check=not args.no_check, layout=args.layout)
+    return report_result(result, settings, "merge")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 HELP = "load a model (or base + adapter), show it an image and check that it answers"
 DESCRIPTION = """\
@@ -35,12 +33,16 @@ examples:
   vlm-doctor sanity merged/ --load-4bit                       bitsandbytes, CUDA only
   vlm-doctor sanity merged/ --processor models/llava-1.5-7b-hf   merged/ has no processor files
   vlm-doctor sanity merged/ --probe pope.jsonl --output-format json
+  vlm-doctor sanity merged/ --ignore SAN003 --output-format junit -o sanity.xml
 
 probe file (JSON Lines, image paths relative to the file):
   {"image": "img/0001.jpg", "question": "Is there a dog in the image?", "answer": "yes"}
 
 Without --image the pass uses a picture shipped with vlm-doctor (four coloured shapes).
-exit codes: 0 no stage failed, 1 a stage failed, 2 usage error."""
+exit codes: 0 nothing at or above --fail-on (a failed stage is an error), 1 findings, 2 usage error."""
+
+
+REPORT_OPTIONS = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,31 +66,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = d.add_mutually_exclusive_group()
     q.add_argument("--load-4bit", action="store_true", help="quantize to 4-bit nf4 with bitsandbytes (CUDA only)")
     q.add_argument("--load-8bit", action="store_true", help="quantize to 8-bit with bitsandbytes (CUDA only)")
-    o = p.add_argument_group("output")
-    o.add_argument("--output-format", choices=("full", "json"), default="full", help="full: a table; json: the stages as JSON")
-    o.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub from a sanity pass
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from doctor import __version__
+    from doctor.artifacts import Artifact
+    from doctor.options import Options, ReportSettings
+    from doctor.reporters import emit
+    from doctor.runner import run as run_checks
     from doctor.sanity import run_sanity
-    from doctor.sanity._render import to_json, to_text
 
+    settings = ReportSettings.from_args(args)
     result = run_sanity(
         args.model, adapter=args.adapter, base=args.base, image=args.image, prompt=args.prompt,
         device=args.device, dtype=args.dtype, load_4bit=args.load_4bit, load_8bit=args.load_8bit,
         max_new_tokens=args.max_new_tokens, probe=args.probe, timeout=args.timeout,
         probe_min_accuracy=args.probe_min_accuracy, processor=args.processor,
     )
-    to_terminal = args.output_file is None and sys.stdout.isatty()
-    text = to_json(result, __version__) if args.output_format == "json" else to_text(result, color=to_terminal)
-    if args.output_file:
-        from doctor.atomic import atomic_file
-
-        with atomic_file(Path(args.output_file)) as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0 if result.ok else 1
+    # The stages become the SAN checks' results and findings, like any other check's: the runner
+    # runs SAN001-SAN006 (and the environment checks) on the pass, with the shared selection.
+    options = Options(base=args.base, sanity=True, device=args.device, dtype=args.dtype, progress=settings.progress)
+    options.extra["sanity_results"] = {args.model: result}
+    report = run_checks([args.model], options, settings.selection(), progress=settings.progress_factory(),
+                        artifacts=[Artifact(args.model, frozenset({"sanity"}), {})])
+    if "sanity" not in report.sections:  # every SAN check deselected: the stage table still shows
+        report.add_sanity(result)
+    return emit(report, settings)

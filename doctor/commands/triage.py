@@ -26,6 +26,7 @@ examples:
   vlm-doctor triage out/llava-v1.5-7b-lora --plot loss.png     loss and learning-rate curves, findings marked
   vlm-doctor triage out/run --deep                             compare every LoRA tensor between saves
   vlm-doctor triage out/run --output-format json | jq .triage.recommendation
+  vlm-doctor triage out/run --no-progress --output-format sarif -o triage.sarif
   vlm-doctor triage out/run/checkpoint-500                     a single checkpoint works too
   vlm-doctor rule RUN102                                       what "loss exactly 0.0" means
 
@@ -33,35 +34,30 @@ examples:
 exit codes: 0 nothing at or above --fail-on, 1 findings, 2 usage or internal error."""
 
 
+REPORT_OPTIONS = True
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="the training output folder (or one checkpoint-N folder)")
     p.add_argument("--plot", metavar="FILE", help="draw the loss and learning-rate curves with the findings marked "
                                                   "(png, svg or pdf; needs matplotlib)")
     p.add_argument("--deep", action="store_true", help="compare every LoRA tensor between saves (reads them all)")
-    p.add_argument("--output-format", choices=("full", "json"), default="full", help="report format (default: full)")
-    p.add_argument("--select", metavar="CODES", help="comma-separated codes or prefixes to enable (default: ALL)")
-    p.add_argument("--ignore", metavar="CODES", help="comma-separated codes or prefixes to disable")
-    p.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
-                   help="lowest severity that makes the exit code 1 (default: error)")
-    p.add_argument("--exit-zero", action="store_true", help="exit 0 even with findings (internal errors still exit 2)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from doctor import __version__
     from doctor.artifacts import Artifact, classify
-    from doctor.runs.triage import analyze_run
     from doctor.errors import UsageError
-    from doctor.findings import Severity
-    from doctor.runner import Options
+    from doctor.options import Options, ReportSettings
+    from doctor.reporters import emit
     from doctor.runner import run as run_checks
-    from doctor.selection import Selection
+    from doctor.runs.triage import analyze_run
 
+    settings = ReportSettings.from_args(args)
     path = Path(args.run)
     if not path.is_dir():
         raise UsageError(f"{args.run}: not a folder; pass the training output folder (the Trainer's output_dir)")
     if args.plot:
         _require_matplotlib()
-    selection = Selection.from_lists(select=_codes(args.select), ignore=_codes(args.ignore))
     try:
         analysis = analyze_run(path, deep=args.deep)
     except OSError as e:
@@ -69,32 +65,20 @@ def run(args: argparse.Namespace) -> int:
     found = classify(path)
     artifact = Artifact(str(path), frozenset((found.kinds if found else frozenset()) | {"run"}),
                         dict(found.meta) if found else {})
-    options = Options(deep=args.deep)
+    options = Options(deep=args.deep, progress=settings.progress)
     options.extra["run_analyses"] = {str(path): analysis}
-    report = run_checks([str(path)], options, selection, artifacts=[artifact])
+    report = run_checks([str(path)], options, settings.selection(), artifacts=[artifact],
+                        progress=settings.progress_factory())
+    report.set_section("triage", analysis.to_dict())
 
-    if args.output_format == "json":
-        import json
-
-        data = {"triage": analysis.to_dict(), "report": report.to_dict(__version__)}
-        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
-    else:
-        sys.stdout.write(render_full(analysis, report, __version__, color=sys.stdout.isatty()))
+    code = emit(report, settings, full=lambda rep, ctx: render_full(analysis, rep, ctx.version, color=ctx.color,
+                                                                    verbose=ctx.verbose))
     if args.plot:
         from doctor.runs.plot import plot_run
 
         written = plot_run(analysis, report.findings, args.plot)
         print(f"wrote {written}", file=sys.stderr)
-
-    if report.internal_errors:
-        return 2
-    if args.exit_zero:
-        return 0
-    return 1 if report.at_or_above(Severity.parse(args.fail_on)) else 0
-
-
-def _codes(value: str | None) -> list[str] | None:
-    return [v for v in value.replace(" ", ",").split(",") if v] if value else None
+    return code
 
 
 def _require_matplotlib() -> None:
@@ -107,7 +91,8 @@ def _require_matplotlib() -> None:
                          "(or pip install 'matplotlib>=3.6'); run without --plot for the table alone")
 
 
-def render_full(analysis: Any, report: Any, version: str, color: bool = False, width: int = 110) -> str:
+def render_full(analysis: Any, report: Any, version: str, color: bool = False, width: int = 110,
+                verbose: bool = False) -> str:
     """The saves table, the findings (the ``full`` reporter) and the recommendation."""
     import io
 
@@ -115,6 +100,7 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     from rich.table import Table
 
     from doctor.reporters import OutputFormat, RenderContext, render
+    from doctor.runs.triage import human_size
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=color, color_system="auto" if color else None, width=width,
@@ -141,7 +127,8 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
         console.print("* relative change of a sample of LoRA modules since the previous save; --deep compares all",
                       style="dim")
     console.print()
-    buf.write(render(report, OutputFormat.FULL, RenderContext(version=version, color=color, width=width)))
+    buf.write(render(report, OutputFormat.FULL, RenderContext(version=version, color=color, width=width,
+                                                              verbose=verbose)))
     console.print()
     for text, style in recommendation_lines(analysis):
         console.print(f"[bold {styles[style]}]{escape(text)}[/]" if style else escape(text))

@@ -65,8 +65,9 @@ def render(report: Report, ctx: RenderContext) -> str:
         if fix.diff:
             console.print(fix.diff, markup=False, highlight=False)
 
-    for model, stages in report.stats.get("sanity", {}).items():
-        console.print(sanity_table(model, stages))
+    for entry in report.sections.get("sanity", {}).get("models", []):
+        console.print(sanity_table(entry))
+        console.print()
 
     if ctx.verbose:
         skipped = [r for r in report.results if r.status is Status.SKIP]
@@ -94,16 +95,33 @@ def _owner(path: str, report: Report) -> str:
     return max(candidates, key=len) if candidates else path
 
 
-def sanity_table(model: str, stages: list[dict]):
+def sanity_table(entry: dict | str, stages: list[dict] | None = None):
+    """The stage table of one model's sanity pass: an entry of the report's ``sanity`` section
+    (or a model path and its stage dicts)."""
+    if isinstance(entry, str):
+        entry = {"model": entry, "stages": stages or [], "ok": all(st["status"] != "fail" for st in stages or [])}
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"sanity pass: {model}", title_justify="left", show_edge=False)
-    for col in ("stage", "status", "time", "peak memory", "detail"):
-        table.add_column(col, overflow="fold")
+    what = entry["model"] + (f" + adapter {entry['adapter']}" if entry.get("adapter") else "")
+    setup = ", ".join(str(x) for x in (entry.get("family"), entry.get("device"), entry.get("dtype"),
+                                        entry.get("quantization")) if x)
+    table = Table(title=f"Sanity pass {escape(what)}" + (f"  ({escape(setup)})" if setup else ""),
+                  title_justify="left", show_edge=False, header_style="bold")
+    for col, kw in (("stage", {}), ("status", {}), ("time", {"justify": "right"}),
+                    ("peak mem", {"justify": "right"}), ("detail", {"overflow": "fold"})):
+        table.add_column(col, **kw)
     colors = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
-    for st in stages:
+    counts: dict[str, int] = {}
+    for st in entry.get("stages", []):
+        counts[st["status"]] = counts.get(st["status"], 0) + 1
         mem = st.get("peak_memory_bytes")
-        mem_text = f"{mem / 2**20:,.0f} MiB {st.get('memory_kind', '')}" if mem else "-"
+        kind = "gpu" if st.get("memory_kind") == "cuda" else "rss"
+        mem_text = f"{mem / 2**30:.2f} GiB {kind}" if mem else ""
+        time_text = "" if st["status"] == "skip" else f"{st['seconds']:.2f}s"
         table.add_row(f"{st['stage']} {st['name']}", f"[{colors.get(st['status'], '')}]{st['status']}[/]",
-                      f"{st['seconds']:.2f} s", mem_text, st.get("detail") or "")
+                      time_text, mem_text, escape(st.get("detail") or ""))
+    verdict = "[bold green]OK[/]" if entry.get("ok", True) else "[bold red]FAILED[/]"
+    table.caption = f"{verdict}: " + ", ".join(f"{counts[s]} {s}" for s in ("pass", "warn", "fail", "skip") if counts.get(s))
+    table.caption_justify = "left"
     return table

@@ -1,4 +1,6 @@
-"""``--output-format junit``: a testcase per check and artifact, a failure per finding."""
+"""``--output-format junit``: a testcase per check and artifact (per sanity stage, per save of a
+triaged run), a failure per finding. A finding is a failure of the testcase of its own check on
+the artifact it lies in."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from doctor.findings import Status
+from doctor.findings import CheckResult, Status
 
 if TYPE_CHECKING:
     from doctor.report import Report
@@ -15,17 +17,26 @@ if TYPE_CHECKING:
 
 
 def render(report: Report, ctx: RenderContext) -> str:
+    paths: dict[str, list[str]] = defaultdict(list)  # code -> the paths its results are about
+    for r in report.results:
+        paths[r.code].append(r.path)
     by_case = defaultdict(list)
     for f in report.findings:
         code = f.code
         if code == "DOC001":  # an internal error belongs to the check that crashed
             m = re.match(r"check (\w+) ", f.message)
             code = m.group(1) if m else code
-        by_case[(code, _owner(f.path, report))].append(f)
+        by_case[(code, _owner(f.path, paths.get(code, [])))].append(f)
+    results = list(report.results)
+    seen = {(r.code, r.path) for r in results}
+    for code, path in by_case:  # a finding no result accounts for still gets a testcase
+        if (code, path) not in seen:
+            seen.add((code, path))
+            results.append(CheckResult(code, by_case[(code, path)][0].name, path, Status.FAIL))
     suite = ET.Element("testsuite", name="vlm-doctor")
     tests = failures = skipped = errors = 0
     total_time = 0.0
-    for r in report.results:
+    for r in results:
         tests += 1
         total_time += r.seconds
         case = ET.SubElement(suite, "testcase", classname=r.path, name=f"{r.code} {r.name}", time=f"{r.seconds:.3f}")
@@ -52,8 +63,9 @@ def render(report: Report, ctx: RenderContext) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _owner(path: str, report: Report) -> str:
-    paths = {r.path for r in report.results}
+def _owner(path: str, paths: list[str]) -> str:
+    """The path of the result a finding belongs to: its own, else the closest folder above it
+    among the results of the same check."""
     if path in paths:
         return path
     candidates = [p for p in paths if path.startswith(p.rstrip("/") + "/")]

@@ -178,5 +178,37 @@ def test_dataset_check_imports_no_torch(tmp_path):
 def test_env_json(capsys):
     rc, out, _ = cli(capsys, "env", "--output-format", "json")
     doc = json.loads(out)
-    assert doc["environment"]["packages"]["torch"] is not None
+    assert doc["env"]["packages"]["torch"] is not None
+    assert all(f["code"].startswith("ENV") for f in doc["findings"])
     assert rc in (0, 1)
+
+
+def _help(capsys, *argv) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_readme_commands_section_matches_help(capsys):
+    """README's Commands section shows the shared options once and each command's own: every
+    option it names exists in that command's --help, and every report command has the shared ones."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Commands"):readme.index("\n## ", readme.index("## Commands") + 5)]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    shared = set(re.findall(r"--[a-z][a-z0-9-]+", blocks[0]))
+    assert {"--output-format", "--select", "--ignore", "--extend-select", "--fail-on", "--exit-zero",
+            "--statistics", "--show-fixes", "--quiet", "--no-progress", "--config", "--output-file"} <= shared
+    own: dict[str, set[str]] = {}
+    command = None
+    for line in blocks[1].splitlines():
+        m = re.match(r"vlm-doctor (\w+)", line)
+        command = m.group(1) if m else command
+        own.setdefault(command, set()).update(re.findall(r"--[a-z][a-z0-9-]+", line))
+    assert set(own) == {"check", "triage", "sanity", "merge", "convert", "env", "rule", "demo"}
+    for name, options in own.items():
+        text = _help(capsys, name)
+        for option in options:
+            assert option in text, f"README shows {option} for {name}, --help does not"
+        if name not in ("rule", "demo"):
+            for option in shared:
+                assert option in text, f"{name} lacks the shared option {option}"

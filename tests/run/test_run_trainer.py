@@ -77,7 +77,7 @@ def test_triage_json_and_exit_code(masked, capsys):
     assert code == 1
     assert data["triage"]["recommendation"]["keep"] is None
     assert [s["adapter_delta"] and s["adapter_delta"]["relative"] for s in data["triage"]["saves"]] == [None, 0.0, 0.0]
-    assert {f["code"] for f in data["report"]["findings"]} >= {"RUN102", "RUN202", "RUN301"}
+    assert {f["code"] for f in data["findings"]} >= {"RUN102", "RUN202", "RUN301"}
 
 
 def test_triage_plot(masked, tmp_path, capsys):
