@@ -198,6 +198,8 @@ def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterat
             walk.file(path)
         return
     if is_file or not path.is_dir():
+        if explicit and not is_file and art is None:
+            walk.what = "neither a regular file nor a folder (a device, socket or pipe)"
         return
     if depth:
         walk.folders += 1

@@ -173,3 +173,11 @@ def test_a_dangling_link_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "gone.bin").write_bytes(b"\x80\x02}q\x00.")  # twin: the target exists
     (art,) = discover([str(tmp_path / "model.link")])
     assert art.kind == "weights"
+
+
+def test_a_pipe_is_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (art,) = discover([str(tmp_path / "fifo")])
+    assert art.kind == "unrecognized" and "pipe" in art.meta["message"]
