@@ -132,14 +132,17 @@ class _Seen:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.files: list[str] = []
+        self.files: list[str] = []  # the first few, for the message
+        self.count = 0
         self.folders = 0
         self.kinds: Counter[str] = Counter()
         self.cut: list[str] = []  # folders below the walk's depth limit
         self.what: str | None = None  # an explicit file: what its bytes say it is
 
     def file(self, path: Path) -> None:
-        self.files.append(self._rel(path))
+        self.count += 1
+        if len(self.files) < _SHOWN:
+            self.files.append(self._rel(path))
         self.kinds[_kind_of_name(path.name)] += 1
 
     def _rel(self, path: Path) -> str:
@@ -153,20 +156,20 @@ class _Seen:
         if self.what is not None:
             size = _size(root)
             message = f"{root.name} is {self.what} ({size:,} bytes): not a dataset, model, adapter, run or weights file"
-        elif not self.files and not self.folders:
+        elif not self.count and not self.folders:
             message = "the folder is empty"
         else:
             counts = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-            shown = ", ".join(self.files[:_SHOWN]) + (f", ... ({len(self.files) - _SHOWN} more)"
-                                                      if len(self.files) > _SHOWN else "")
-            message = (f"nothing vlm-doctor checks was found in {len(self.files)} file(s)"
+            shown = ", ".join(self.files) + (f", ... ({self.count - len(self.files)} more)"
+                                             if self.count > len(self.files) else "")
+            message = (f"nothing vlm-doctor checks was found in {self.count} file(s)"
                        + (f" and {self.folders} folder(s)" if self.folders else "")
                        + (f" ({counts})" if counts else "") + (f": {shown}" if shown else ""))
             if self.cut:
                 message += f"; folders deeper than {MAX_WALK_DEPTH} levels were not walked ({', '.join(self.cut[:3])})"
         return Artifact(str(root), frozenset({"unrecognized"}),
-                        {"message": message, "files": len(self.files), "folders": self.folders,
-                         "names": self.files[:_SHOWN], "what": self.what})
+                        {"message": message, "files": self.count, "folders": self.folders,
+                         "names": self.files, "what": self.what})
 
 
 def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterator[Artifact]:
@@ -177,21 +180,29 @@ def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterat
         if parent is not None:
             yield parent
             return
-    art = classify(path, explicit)
+    is_file = path.is_file()
+    art = _classify_file(path, explicit) if is_file else _classify_dir(path) if path.is_dir() else None
     if art is not None:
         yield art
         if art.meta.get("config_parsed") is not False:
             return
         # a model candidate only by the name of a config.json that does not parse: it may be some
         # other tool's folder, so what lies inside is still looked at
-    if art is None and path.is_file():
+    if art is None and explicit and not path.exists():
+        walk.what = "a link to a missing file"  # a dangling link (a Hub cache blob gone missing)
+        return
+    if art is None and is_file:
         if explicit:
             walk.what = sniff(path)[1]
         else:
             walk.file(path)
         return
-    if not path.is_dir():
+    if is_file or not path.is_dir():
+        if explicit and not is_file and art is None:
+            walk.what = "neither a regular file nor a folder (a device, socket or pipe)"
         return
+    if depth:
+        walk.folders += 1
     if depth >= MAX_WALK_DEPTH:
         walk.cut.append(walk._rel(path))
         return
@@ -204,8 +215,6 @@ def _discover_one(path: Path, explicit: bool, depth: int, walk: _Seen) -> Iterat
             continue
         if child.is_symlink() and child.is_dir():
             continue  # never follow folder links while walking
-        if child.is_dir():
-            walk.folders += 1
         yield from _discover_one(child, explicit=False, depth=depth + 1, walk=walk)
 
 
@@ -339,7 +348,7 @@ def _classify_dir(path: Path) -> Artifact | None:
     )
     # DeepSpeed (global_stepN/ beside `latest` / zero_to_fp32.py) and FSDP SHARDED_STATE_DICT
     # (pytorch_model_fsdp_N/ of *.distcp) saves: training state that needs a conversion step.
-    sharded = any(GLOBAL_STEP_RE.match(n) or FSDP_DIR_RE.match(n) for n in names if (path / n).is_dir()) \
+    sharded = any((GLOBAL_STEP_RE.match(n) or FSDP_DIR_RE.match(n)) and (path / n).is_dir() for n in names) \
         or any(n.endswith(DISTCP_SUFFIX) for n in names)
     if checkpoints or sharded or TRAINER_STATE in names and not _has_weights(names):
         kinds.add("run")

@@ -5,7 +5,8 @@ Names follow the libraries that write them: transformers (``config.json``, ``mod
 ``pytorch_model.bin``, their ``.index.json``; Trainer's ``checkpoint-N/`` with ``optimizer.pt``,
 ``scheduler.pt``, ``scaler.pt``, ``rng_state[_N].pth``, ``training_args.bin``), peft
 (``adapter_model.safetensors`` / ``.bin``; ``adapter_model.pt`` is what merge tools also accept),
-accelerate (``random_states_N.pkl``), DeepSpeed (``global_stepN/`` holding
+accelerate (``save_state``: ``optimizer[_N].bin``, ``scheduler[_N].bin``, ``sampler[_N].bin``,
+``random_states_N.pkl``), DeepSpeed (``global_stepN/`` holding
 ``*_model_states.pt`` / ``*_optim_states.pt``), mmengine / XTuner (``work_dirs/<config>/``
 holding ``iter_N.pth`` or ``epoch_N.pth``: a file, or with DeepSpeed a folder of the above, plus
 ``last_checkpoint``), the original LLaVA codebase (``non_lora_trainables.bin``,
@@ -50,7 +51,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 # ---- training state (pickles that are not model weights) --------------------------------------
 TRAINING_ARGS = "training_args.bin"
 RNG_STATE_RE = re.compile(r"^(rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$")  # Trainer / accelerate
-TRAINER_STATE_FILES = frozenset({"optimizer.pt", "scheduler.pt", "scaler.pt", "optimizer.bin", "scheduler.bin"})
+TRAINER_STATE_FILES = frozenset({"optimizer.pt", "scheduler.pt", "scaler.pt"})
+ACCELERATE_STATE_RE = re.compile(r"^(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin$")  # save_state
 DEEPSPEED_STATE_RE = re.compile(r"(_optim_states|_model_states)\.pt$")
 MMENGINE_CHECKPOINT_RE = re.compile(r"^(best_.+_)?(iter|epoch)_(\d+)\.pth$")
 
@@ -90,6 +92,7 @@ def is_training_state(path: str | PurePath) -> bool:
     p = PurePath(path)
     name = p.name
     return (name == TRAINING_ARGS or name in TRAINER_STATE_FILES or bool(RNG_STATE_RE.match(name))
+            or bool(ACCELERATE_STATE_RE.match(name))
             or bool(DEEPSPEED_STATE_RE.search(name)) or bool(MMENGINE_CHECKPOINT_RE.match(name))
             or any(MMENGINE_CHECKPOINT_RE.match(part) for part in p.parts[:-1]))
 

@@ -122,6 +122,7 @@ def test_layout_facts_have_one_home():
     assert "adapter_model.pt" in files.ADAPTER_WEIGHTS
     assert all(files.is_training_state(n) for n in (
         "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state_3.pth", "training_args.bin", "random_states_0.pkl",
+        "optimizer.bin", "scheduler_1.bin", "sampler.bin",
         "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "mp_rank_00_model_states.pt", "iter_500.pth",
         "work_dirs/cfg/iter_500.pth/x.pt"))
     assert not any(files.is_training_state(n) for n in ("pytorch_model.bin", "adapter_model.bin", "mm_projector.bin"))

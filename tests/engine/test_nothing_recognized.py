@@ -162,3 +162,22 @@ def test_a_folder_kept_only_by_a_broken_config_is_still_walked(tmp_path: Path) -
     assert found == {"data": "model", "train.json": "dataset"}
     (data / "config.json").write_text('{"model_type": "llava"}')  # twin: a real model folder is not walked
     assert {Path(a.path).name for a in discover([str(data)])} == {"data"}
+
+
+def test_a_dangling_link_is_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    os.symlink(tmp_path / "gone.bin", tmp_path / "model.link")
+    (art,) = discover([str(tmp_path / "model.link")])
+    assert art.kind == "unrecognized" and "link to a missing file" in art.meta["message"]
+    (tmp_path / "gone.bin").write_bytes(b"\x80\x02}q\x00.")  # twin: the target exists
+    (art,) = discover([str(tmp_path / "model.link")])
+    assert art.kind == "weights"
+
+
+def test_a_pipe_is_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (art,) = discover([str(tmp_path / "fifo")])
+    assert art.kind == "unrecognized" and "pipe" in art.meta["message"]
