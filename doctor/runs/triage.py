@@ -345,9 +345,15 @@ def _resume_advice(a: RunAnalysis, keep: SaveState | None, bad: int | None) -> t
     healthy = [st for st in resumable if bad is None or _order(st) < bad]
     best = max(healthy or resumable, key=_order, default=None)
     r = a.resume[newest.save.name]
+
     def for_inference(resume: SaveState | None) -> str:
         return f"; for inference use {keep.save.label}" if keep is not None and keep is not resume else ""
 
+    if best is not None and not healthy and bad is not None:
+        newest_note = "" if r.resumable else f"{newest.save.name} (the newest save) {resume_problem(r)}; "
+        return best, [f"{newest_note}every save that resumes comes after the loss became NaN/Inf or 0.0 (step {bad}): "
+                      f"resuming from {best.save.name} continues the broken run; fix the cause first"
+                      f"{for_inference(best)}"]
     if r.resumable:
         if best is newest:
             return newest, [f"resume training from {newest.save.name} (the newest save; it holds the optimizer, "

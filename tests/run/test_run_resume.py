@@ -161,6 +161,7 @@ def test_full_llama_resume_loads_the_weights(llama_full, tmp_path):
     from safetensors.torch import load_file
 
     assert codes(llama_full) == set()
+    assert "RUN108" not in finding_codes(doctor.check(str(llama_full), select=["RUN"]))  # no LoRA recipe to compare
     a = analyze_run(llama_full)
     assert a.check_weights()["checkpoint-2"].resumable and a.resume["checkpoint-2"].dropped.count == 0
     assert a.recommendation.resume_from == "checkpoint-2"

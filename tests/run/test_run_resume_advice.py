@@ -111,7 +111,7 @@ def test_never_advise_deleting_what_is_needed(saves, evals, nan_from, unfinished
             text = " ".join(r.notes)
             assert f"{newest} (the newest save)" in text
             if r.resume_from is not None:
-                assert f"resume training from {r.resume_from}" in text
+                assert f"resume training from {r.resume_from}" in text or f"resuming from {r.resume_from}" in text
             if r.keep is not None and r.keep != r.resume_from:
                 assert f"for inference use {a.layout.by_name(r.keep).label}" in text
 
@@ -206,3 +206,15 @@ def test_only_save_without_state_file(tmp_path):
     assert f.hint.startswith("No earlier save of this run resumes intact either: restore the file")
     r = analyze_run(tmp_path).recommendation
     assert (r.keep, r.resume_from, r.delete) == ("checkpoint-10", None, [])
+
+
+def test_every_resumable_save_after_the_loss_broke(tmp_path):
+    make_run(tmp_path, decreasing(10) + [math.nan] * 20, 10)
+    (tmp_path / "checkpoint-10" / "optimizer.pt").unlink()  # the one healthy save does not resume
+    (tmp_path / "checkpoint-30" / "scheduler.pt").unlink()
+    r = analyze_run(tmp_path).recommendation
+    assert (r.keep, r.resume_from) == ("checkpoint-10", "checkpoint-20")
+    assert [n for n, _ in r.delete] == ["checkpoint-30"]  # NaN weights, and it does not resume intact
+    text = " ".join(r.notes)
+    assert text.startswith("checkpoint-30 (the newest save) resumes without its optimizer state")
+    assert "resuming from checkpoint-20 continues the broken run" in text

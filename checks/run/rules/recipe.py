@@ -110,6 +110,8 @@ class LoraRecipeDiffers(Check):
     def run(self, run_analysis):
         config, where = run_analysis.adapter_config()
         args = run_analysis.training_args()
+        if config is None and not run_analysis.layout.lora and any(st.kind == "model" for st in run_analysis.states):
+            raise Skip("a full fine-tune: LLaVA's LoRA recipe does not apply")
         if config is None and not args:
             raise Skip("no adapter_config.json and no readable training_args.bin in the run")
         diffs: list[str] = []
