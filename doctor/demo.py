@@ -35,6 +35,7 @@ PLANTED = (
     Planted("adapter never trained (all-zero lora_B)", "adapters/llava-lora-untrained", ("ADP020",)),
     Planted("checkpoint without projector weights", "models/llava-no-projector", ("CKP104",)),
     Planted("original-LLaVA output transformers cannot load", "llava-original/llava-v1.5-tiny-lora", ("LLV009",)),
+    Planted("Qwen2.5-VL processor merging patches unlike the model", "models/qwen2.5-vl-bad-processor", ("CKP503",)),
 )
 
 
@@ -55,6 +56,13 @@ def build_workspace(root: Path, log: Callable[[str], None]) -> dict[str, Path]:
     log("model: the same llava saved without its projector")
     paths["no_projector"] = make_llava_model(root / "models" / "llava-no-projector", family="llava",
                                              drop_tensors=("multi_modal_projector",)).path
+    from doctor.testing.qwen import make_qwen_model
+
+    log("model: tiny Qwen2.5-VL (transformers' qwen2_5_vl, random weights, the hub's file layout)")
+    paths["qwen"] = make_qwen_model(root / "models" / "qwen2.5-vl-tiny").path
+    log("model: the same Qwen2.5-VL whose preprocessor_config.json says merge_size 1 (the model merges 2x2)")
+    paths["qwen_bad"] = make_qwen_model(root / "models" / "qwen2.5-vl-bad-processor",
+                                        processor_overrides={"merge_size": 1}).path
     log("original LLaVA: finetune_lora.sh output (llava_llama config, non_lora_trainables.bin)")
     info = make_llava_original_lora(root / "llava-original")
     paths["original"] = info.path

@@ -20,7 +20,7 @@ Codes:
   (407).
 - CKP5xx family geometry from ``doctor.families`` tables: mrope sections vs head dim (501), merger
   width vs text width (502), processor patch / merge / temporal sizes vs the vision config (503),
-  pixel limits (504), vision special-token ids (505).
+  pixel limits (504), vision special-token ids (505), chat template writing no image placeholder (506).
 
 Everything but CKP100 and CKP104-CKP106 reads only JSON and safetensors headers: no torch. The
 structure of each .safetensors file and the safety of each pickle are the SEC family's; these

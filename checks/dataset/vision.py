@@ -89,20 +89,21 @@ def vision_spec(model_dir: str | None) -> VisionSpec:
     model_type = config.get("model_type")
     vision = config.get("vision_config") or {}
     strategy = config.get("vision_feature_select_strategy", "default")
-    fam = family_of(model_type)
-    if fam is not None and fam.token_rule == "dynamic":
+    fam = family_of(model_type)  # the family table's token rule decides; unknown VLMs count as "fixed"
+    rule = fam.token_rule if fam is not None else ("fixed" if vision else None)
+    if fam is not None and rule == "dynamic":
         return dynamic_spec(Path(model_dir), fam)
-    if model_type == "mllama":
-        return VisionSpec("mllama", "1 per image (mllama: one <|image|> token; pixels go through cross-attention)",
-                          per_image=1)
-    if model_type in ("llava", "llava_next") or vision:
+    if fam is not None and rule == "one":
+        return VisionSpec(fam.name, f"1 per image ({fam.name}: one {fam.image_token} token; pixels go through "
+                                    "cross-attention)", per_image=1)
+    if rule in ("fixed", "anyres"):
         size = int(vision.get("image_size", 224))
         patch = int(vision.get("patch_size", 32))
         cls = 0 if "siglip" in str(vision.get("model_type", "")) else 1
         processor = _read(Path(model_dir) / "processor_config.json")
         if isinstance(processor.get("num_additional_image_tokens"), int):
             cls = processor["num_additional_image_tokens"]
-        if model_type == "llava_next":
+        if rule == "anyres":
             pins = config.get("image_grid_pinpoints") or [[size, size]]
             spec = VisionSpec("llava_next", "", None, size, patch, cls, strategy, [tuple(p) for p in pins])
             spec.description = (f"llava_next: {spec.tokens(size, size)} for a {size}x{size} image, up to "

@@ -9,7 +9,8 @@ HELP = "build a demo workspace with planted problems and run check, fix and the 
 DESCRIPTION = """\
 Builds, in DIR, a tiny LLaVA workspace with real images and random-weight models (nothing is
 downloaded): a training set, a transformers llava model, a trained LoRA, an untrained LoRA, a
-checkpoint without its projector and an original-LLaVA LoRA output. Then runs
+checkpoint without its projector, a Qwen2.5-VL model and its twin with a mismatched processor, and
+an original-LLaVA LoRA output. Then runs
 `vlm-doctor check --fix` on it (repaired copies are written beside the inputs), the inference
 sanity pass on the merged model, and shows which finding caught each planted problem."""
 EPILOG = """\

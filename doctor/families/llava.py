@@ -25,7 +25,7 @@ LLAVA = Family(
 
 LLAVA_NEXT = Family(
     name="llava_next",
-    model_types=("llava_next", "llava_next_video", "llava_onevision"),
+    model_types=("llava_next",),  # llava_next_video / llava_onevision tile differently: no table yet
     title="LLaVA-NeXT (anyres tiling, image_grid_pinpoints)",
     token_rule="anyres",
     image_token="<image>",

@@ -18,7 +18,7 @@ from tests.helpers.qwen import codes, fails, forward_error, passes, run
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 VARIANTS = [(f, lay) for f in QWEN_FAMILIES for lay in ("v4", "v5")]
-NEW_CODES = ("CKP501", "CKP502", "CKP503", "CKP504", "CKP505")
+NEW_CODES = ("CKP501", "CKP502", "CKP503", "CKP504", "CKP505", "CKP506")
 
 
 def build(tmp: Path, name: str, family: str = "qwen2_5_vl", layout: str = "v4", **kw: Any):
@@ -213,3 +213,31 @@ def test_prediction_equals_from_pretrained(tmp_path: Path, family: str, layout: 
         assert not pred.missing and not pred.unexpected
     if plant == "drop-merger":
         assert pred.missing and all("merger.mlp.2" in k for k in pred.missing)
+
+
+# A text-only Qwen2.5-Instruct-style ChatML template: list content is printed as text
+TEXT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}{{ message['content'] }}"
+                 "<|im_end|>{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}"
+                 "{% endif %}")
+
+
+def test_chat_template_that_drops_images(tmp_path: Path) -> None:
+    from doctor.testing.images import pil_image
+    from doctor.testing.qwen import processor
+
+    info = build(tmp_path, "text-template", tokenizer_overrides={"chat_template": TEXT_TEMPLATE})
+    (info.path / "chat_template.json").write_text(json.dumps({"chat_template": TEXT_TEMPLATE}))
+    found = fails(run(info.path, "CKP"), "CKP506", "writes no <|image_pad|>")
+    assert found[0].path.endswith("chat_template.json")
+    proc = processor(info)
+    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+                                    tokenize=False, add_generation_prompt=True)
+    assert "<|image_pad|>" not in text
+    with pytest.raises(Exception, match="(?i)image"):  # the real failure: no placeholder for the image
+        import torch
+        import transformers
+
+        inputs = proc(images=pil_image((84, 56), 0, "blank"), text=text, return_tensors="pt")
+        with torch.no_grad():
+            transformers.AutoModelForImageTextToText.from_pretrained(info.path)(**inputs)
+    passes(run(build(tmp_path, "twin").path, "CKP"), "CKP506")
