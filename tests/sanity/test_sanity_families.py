@@ -225,3 +225,13 @@ def test_check_sanity_runs_on_folders_without_processor_or_tokenizer_files(bare,
     base = build(tmp_path / "base", "llava")
     _, san = check(folder, base=str(base))
     assert [san[c].status.value for c in sorted(san)] == ["pass", "pass", "pass", "pass", "skip", "skip"]
+
+
+def test_qwen_without_any_chat_template_uses_its_chatml_turn(tmp_path):
+    from doctor.testing import DELETE
+
+    folder = make_qwen_model(tmp_path / "m", family="qwen2_vl", processor_layout=None,
+                             tokenizer_overrides={"chat_template": DELETE}).path
+    result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
+    assert [statuses(result)[n] for n in (1, 2, 3, 4)] == ["pass"] * 4, result.findings
+    assert result.stage(2).detail.endswith("(default prompt, no chat template)")
