@@ -89,13 +89,17 @@ def _anyres(ip: Any, config: dict[str, Any]) -> list[Shape]:
     return [*out.values(), Shape("very tall", (short, long)), Shape("very wide", (long, short))]
 
 
+def _size_field(size: Any, key: str) -> int | None:
+    """``size[key]`` of an image processor: a dict (4.x, saved configs) or a SizeDict (5.x)."""
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _tile_size(ip: Any) -> int | None:
     size = getattr(ip, "size", None)
-    if isinstance(size, dict):
-        value = size.get("height") or size.get("shortest_edge")
-    else:
-        value = getattr(size, "height", None) or size
-    return int(value) if isinstance(value, int) and value > 0 else None
+    if isinstance(size, int) and size > 0:
+        return size
+    return _size_field(size, "height") or _size_field(size, "shortest_edge")
 
 
 def _tiles(ip: Any, config: dict[str, Any]) -> list[Shape]:
@@ -122,8 +126,8 @@ def _qwen(ip: Any) -> list[Shape]:
     merge = getattr(ip, "merge_size", 2) or 2
     factor = int(patch) * int(merge)
     size = getattr(ip, "size", None)
-    lo = getattr(ip, "min_pixels", None) or (size.get("shortest_edge") if isinstance(size, dict) else None) or 56 * 56
-    hi = getattr(ip, "max_pixels", None) or (size.get("longest_edge") if isinstance(size, dict) else None) or lo * 4
+    lo = getattr(ip, "min_pixels", None) or _size_field(size, "shortest_edge") or 56 * 56
+    hi = getattr(ip, "max_pixels", None) or _size_field(size, "longest_edge") or lo * 4
     # the smallest side s (a multiple of factor) whose s x 2s image is within [min_pixels, max_pixels]
     side = factor * max(1, math.ceil(math.sqrt(lo / 2) / factor))
     if 2 * side * side > hi:

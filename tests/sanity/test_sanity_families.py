@@ -144,13 +144,14 @@ def test_qwen_merge_size_that_disagrees_fails_stage_2(tmp_path, family):
 @pytest.mark.parametrize("layout", ["split", "native"])
 def test_qwen_with_its_processor_files_runs_without_torchvision(tmp_path, family, layout):
     folder = make_qwen_model(tmp_path / "m", family=family, layout="v4" if layout == "split" else "v5",
-                             processor_layout=layout, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16).path
+                             processor_layout=layout, min_pixels=28 * 28 * 8, max_pixels=28 * 28 * 16).path
     result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
     assert statuses(result) == {1: "pass", 2: "pass", 3: "pass", 4: "pass", 5: "skip", 6: "skip"}, result.findings
     assert f"from {folder}'s processor files, without a video processor" in result.stage(1).detail
     images = result.stage(2).metrics["images"]
-    # min_pixels 28*28*4: the smallest 1:2 image is 56x112 (2x4 merged patches = 8 image tokens), square 56x56
-    assert [i.split(":")[0] for i in images[1:]] == ["portrait 56x112", "square 56x56", "landscape 112x56"]
+    # the folder's min_pixels 28*28*8 (not the default 56*56): the smallest 1:2 image is 56x112 (2x4 merged
+    # patches), the smallest square 84x84 (3x3)
+    assert [i.split(":")[0] for i in images[1:]] == ["portrait 56x112", "square 84x84", "landscape 112x56"]
     assert result.stage(2).metrics["images"][0].startswith("default (square) 336x336")
 
 

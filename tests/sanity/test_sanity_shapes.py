@@ -51,8 +51,13 @@ def test_mllama_gets_one_image_per_tile_arrangement_that_selects_it():
     pytest.importorskip("transformers")
     from transformers.models.mllama.image_processing_pil_mllama import get_optimal_tiled_canvas
 
+    import transformers
+
+    cls = getattr(transformers, "MllamaImageProcessorPil", None) or transformers.MllamaImageProcessor
+    real = cls(size={"height": 560, "width": 560}, max_image_tiles=4)
     ip = SimpleNamespace(max_image_tiles=4, size={"height": 560, "width": 560})
     got = shapes(SimpleNamespace(image_processor=ip), {"vision_config": {"max_num_tiles": 4}}, "mllama")
+    assert got == shapes(SimpleNamespace(image_processor=real), {"vision_config": {"max_num_tiles": 4}}, "mllama")
     assert len(got) == 8 and got[0].label == "1x1 tiles" and got[0].size == (560, 560)
     for s in got:
         w, h = s.size
@@ -70,10 +75,14 @@ def test_qwen_portrait_square_landscape_stay_within_the_pixel_limits(lo, hi, sid
     pytest.importorskip("transformers")
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-    ip = SimpleNamespace(patch_size=14, merge_size=2, temporal_patch_size=2,
-                         size={"shortest_edge": lo, "longest_edge": hi})
-    got = {s.label: s.size for s in shapes(SimpleNamespace(image_processor=ip), {}, "qwen2_vl")}
-    assert got == {"portrait": (side, 2 * side), "square": (square, square), "landscape": (2 * side, side)}
+    import transformers
+
+    cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    as_saved = SimpleNamespace(patch_size=14, merge_size=2, temporal_patch_size=2,
+                               size={"shortest_edge": lo, "longest_edge": hi})  # a dict, as in a saved config
+    for ip in (cls(min_pixels=lo, max_pixels=hi), as_saved):  # the real one keeps them in a SizeDict
+        got = {s.label: s.size for s in shapes(SimpleNamespace(image_processor=ip), {}, "qwen2_vl")}
+        assert got == {"portrait": (side, 2 * side), "square": (square, square), "landscape": (2 * side, side)}
     for w, h in got.values():
         assert smart_resize(h, w, factor=28, min_pixels=lo, max_pixels=hi) == (h, w)  # kept as is: no resize
 
