@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+MAX_IMAGES = 12  # extra images per pass at most (llava-onevision's 36 pinpoints hold 23 ratios, some 30 tiles)
 EXTREME = 10  # the very tall / very wide llava_next images: 1:10 and 10:1
 EXTREME_SIDE = 20  # their short side in pixels (anyres pads to the chosen grid, so tiny is enough)
 
@@ -44,6 +45,17 @@ def shapes(processor: Any, config: dict[str, Any], family: str | None) -> list[S
     if family == "mllama" or getattr(ip, "max_image_tiles", None):
         return _tiles(ip, config)
     return []
+
+
+def bounded(found: list[Shape], limit: int = MAX_IMAGES) -> tuple[list[Shape], list[Shape]]:
+    """(run, left out): at most ``limit`` images, those that only one side knows first (where the
+    processor and the model disagree), then in the given order (smallest first); the very tall
+    and very wide images always run."""
+    always = [sh for sh in found if sh.label in ("very tall", "very wide")]
+    rest = [sh for sh in found if sh not in always]
+    ranked = sorted(rest, key=lambda sh: not sh.note)  # stable: keeps the order within each group
+    keep = set(ranked[: max(0, limit - len(always))])
+    return [sh for sh in found if sh in keep or sh in always], [sh for sh in rest if sh not in keep]
 
 
 def image_for(shape: Shape, main: Any) -> Any:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from doctor.sanity._shapes import EXTREME, EXTREME_SIDE, disagreements, shapes
+from doctor.sanity._shapes import EXTREME, EXTREME_SIDE, MAX_IMAGES, bounded, disagreements, shapes
 
 LLAVA_16 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6's pinpoints, [height, width]
 
@@ -90,3 +90,16 @@ def test_qwen_portrait_square_landscape_stay_within_the_pixel_limits(lo, hi, sid
 def test_a_plain_llava_processor_gets_no_extra_images():
     ip = SimpleNamespace(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     assert shapes(SimpleNamespace(image_processor=ip, patch_size=14), {}, "llava") == []
+
+
+def test_a_long_pinpoint_list_is_bounded_keeping_the_disagreements_and_saying_what_was_left_out():
+    onevision = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]  # 36 pinpoints, 23 ratios
+    config = {"image_grid_pinpoints": onevision + [[4224, 384]]}  # one the processor does not know
+    found = shapes(anyres(onevision), config, "llava_next")
+    assert len(found) == 23 + 1 + 2
+    run, left = bounded(found)
+    assert len(run) == MAX_IMAGES and len(left) == len(found) - MAX_IMAGES
+    labels = [sh.label for sh in run]
+    assert "pinpoint [4224, 384]" in labels and labels[-2:] == ["very tall", "very wide"]
+    assert labels[0] == "pinpoint [384, 384]"  # then the smallest grids first
+    assert bounded(found[:5]) == (found[:5], [])
