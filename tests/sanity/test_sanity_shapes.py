@@ -49,9 +49,8 @@ def test_pinpoints_only_one_side_knows_get_their_own_image_even_when_their_ratio
 
 def test_mllama_gets_one_image_per_tile_arrangement_that_selects_it():
     pytest.importorskip("transformers")
-    from transformers.models.mllama.image_processing_pil_mllama import get_optimal_tiled_canvas
-
     import transformers
+    from transformers.models.mllama.image_processing_pil_mllama import get_optimal_tiled_canvas
 
     cls = getattr(transformers, "MllamaImageProcessorPil", None) or transformers.MllamaImageProcessor
     real = cls(size={"height": 560, "width": 560}, max_image_tiles=4)
@@ -73,9 +72,8 @@ def test_mllama_gets_one_image_per_tile_arrangement_that_selects_it():
 ])
 def test_qwen_portrait_square_landscape_stay_within_the_pixel_limits(lo, hi, side, square):
     pytest.importorskip("transformers")
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
     import transformers
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
     cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
     as_saved = SimpleNamespace(patch_size=14, merge_size=2, temporal_patch_size=2,
