@@ -130,7 +130,10 @@ class ModelDoesNotLoad(_StageCheck):
 
     ## What it does
     Loads the folder with `AutoModelForImageTextToText.from_pretrained(..., output_loading_info=True)`
-    (`AutoModelForVision2Seq` on older 4.x) and `AutoProcessor`, plus the adapter through peft. Missing
+    (`AutoModelForVision2Seq` on older 4.x) and its processor, plus the adapter through peft. Without
+    processor files the processor comes from `--processor DIR`, the base, or config.json's vision
+    settings and the tokenizer (the stage's detail says which; CKP406 warns about the files); no
+    tokenizer anywhere is an error. Missing
     and shape-mismatched weights are errors naming the tensors, grouped by part (projector, vision tower,
     image_newline, cross-attention, language model); unused weights are warnings, or errors when they are
     LoRA tensors or original-LLaVA names. Out-of-memory is reported with the parameter bytes needed and
@@ -159,13 +162,19 @@ class ForwardPassBroken(_StageCheck):
 
     ## What it does
     Builds the prompt through the processor's chat template (or the family default with its image
-    token), runs one forward pass and checks every logit is finite. For processors that tile by aspect
-    ratio (llava_next, mllama) it also runs a portrait, a square and a landscape crop, which take
-    different tiling paths. NaN logits name the non-finite parameters.
+    token), runs one forward pass and checks every logit is finite, then one image per shape the
+    processor treats apart: llava_next one per aspect ratio in the union of config.json's and the
+    processor's `image_grid_pinpoints` (at the pinpoint's size, which is what selects it) plus every
+    pinpoint only one side knows, a very tall and a very wide image; mllama one per tile arrangement;
+    Qwen2-VL / Qwen2.5-VL a portrait, a square and a landscape image within `min_pixels`/`max_pixels`.
+    Images that raise for one cause are one finding naming each image size, the exception, and where
+    the processor and config.json disagree. Every floating-point parameter is checked for NaN/inf
+    (one float32 sum each), so NaN weights fail here even where this prompt does not reach them.
 
     ## Why is this bad?
-    A processor/config mismatch (image token count, grid pinpoints) raises at the first request; NaN
-    logits (a diverged adapter, fp16 overflow) make every answer garbage.
+    A processor/config mismatch (image token count, grid pinpoints, tile count, merge size) raises at
+    the first request with that shape; NaN logits or weights (a diverged run, a broken save, fp16
+    overflow) make answers garbage.
 
     ## Example
     `logits are NaN or inf (12382 of 12382 ...); non-finite parameters: ...q_proj.lora_B.default.weight`

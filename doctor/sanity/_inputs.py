@@ -2,7 +2,8 @@
 
 The prompt goes through ``processor.apply_chat_template`` when the processor has a chat
 template; otherwise a family default with the processor's image token is used (llava-1.5's
-``USER: <image>\\n... ASSISTANT:``, mllama's ``<|image|>...``).
+``USER: <image>\\n... ASSISTANT:``, mllama's ``<|image|>...``, Qwen2-VL's ChatML turn with
+``<|vision_start|><|image_pad|><|vision_end|>``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from doctor.errors import UsageError
 
 DEFAULT_PROMPT = "What is shown in this image?"
 POPE_SUFFIX = " Answer the question using a single word or phrase."
+_QWEN_TEMPLATE = ("<|im_start|>user\n<|vision_start|>{image}<|vision_end|>{prompt}<|im_end|>\n"
+                  "<|im_start|>assistant\n")  # Qwen2-VL's ChatML, as its chat template writes one image turn
 _DEFAULT_TEMPLATES = {
     "mllama": "{image}{prompt}",
+    "qwen2_vl": _QWEN_TEMPLATE,
+    "qwen2_5_vl": _QWEN_TEMPLATE,
 }
 _FALLBACK_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"
 

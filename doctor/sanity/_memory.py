@@ -129,12 +129,15 @@ def gib(n: float | None) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def release(*objs: Any) -> None:
-    """Drop references and give cached GPU memory back."""
+def release(*objs: Any, collect: bool = True) -> None:
+    """Drop references and give cached GPU memory back. ``collect=False`` skips the full garbage
+    collection (0.1-0.7 s with torch and transformers imported): models hold no reference cycles,
+    so reference counting frees them as soon as the last name goes."""
     del objs
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     if "torch" in sys.modules:
         import torch
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+MAX_IMAGES = 12  # extra images per pass at most (llava-onevision's 36 pinpoints hold 23 ratios, some 30 tiles)
 EXTREME = 10  # the very tall / very wide llava_next images: 1:10 and 10:1
 EXTREME_SIDE = 20  # their short side in pixels (anyres pads to the chosen grid, so tiny is enough)
 
@@ -44,6 +45,17 @@ def shapes(processor: Any, config: dict[str, Any], family: str | None) -> list[S
     if family == "mllama" or getattr(ip, "max_image_tiles", None):
         return _tiles(ip, config)
     return []
+
+
+def bounded(found: list[Shape], limit: int = MAX_IMAGES) -> tuple[list[Shape], list[Shape]]:
+    """(run, left out): at most ``limit`` images, those that only one side knows first (where the
+    processor and the model disagree), then in the given order (smallest first); the very tall
+    and very wide images always run."""
+    always = [sh for sh in found if sh.label in ("very tall", "very wide")]
+    rest = [sh for sh in found if sh not in always]
+    ranked = sorted(rest, key=lambda sh: not sh.note)  # stable: keeps the order within each group
+    keep = set(ranked[: max(0, limit - len(always))])
+    return [sh for sh in found if sh in keep or sh in always], [sh for sh in rest if sh not in keep]
 
 
 def image_for(shape: Shape, main: Any) -> Any:
@@ -89,13 +101,17 @@ def _anyres(ip: Any, config: dict[str, Any]) -> list[Shape]:
     return [*out.values(), Shape("very tall", (short, long)), Shape("very wide", (long, short))]
 
 
+def _size_field(size: Any, key: str) -> int | None:
+    """``size[key]`` of an image processor: a dict (4.x, saved configs) or a SizeDict (5.x)."""
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _tile_size(ip: Any) -> int | None:
     size = getattr(ip, "size", None)
-    if isinstance(size, dict):
-        value = size.get("height") or size.get("shortest_edge")
-    else:
-        value = getattr(size, "height", None) or size
-    return int(value) if isinstance(value, int) and value > 0 else None
+    if isinstance(size, int) and size > 0:
+        return size
+    return _size_field(size, "height") or _size_field(size, "shortest_edge")
 
 
 def _tiles(ip: Any, config: dict[str, Any]) -> list[Shape]:
@@ -122,8 +138,8 @@ def _qwen(ip: Any) -> list[Shape]:
     merge = getattr(ip, "merge_size", 2) or 2
     factor = int(patch) * int(merge)
     size = getattr(ip, "size", None)
-    lo = getattr(ip, "min_pixels", None) or (size.get("shortest_edge") if isinstance(size, dict) else None) or 56 * 56
-    hi = getattr(ip, "max_pixels", None) or (size.get("longest_edge") if isinstance(size, dict) else None) or lo * 4
+    lo = getattr(ip, "min_pixels", None) or _size_field(size, "shortest_edge") or 56 * 56
+    hi = getattr(ip, "max_pixels", None) or _size_field(size, "longest_edge") or lo * 4
     # the smallest side s (a multiple of factor) whose s x 2s image is within [min_pixels, max_pixels]
     side = factor * max(1, math.ceil(math.sqrt(lo / 2) / factor))
     if 2 * side * side > hi:

@@ -68,7 +68,7 @@ def forward(s: Session, stage: StageResult) -> None:
     config = s.config
     main = f"{s.image_label} ({_inputs.aspect_of(s.image)})"
     runs: list[tuple[str, Any, Shape | None]] = [(main, s.image, None)]
-    extra = _shapes.shapes(s.loaded.processor, config, s.plan.family)
+    extra, left_out = _shapes.bounded(_shapes.shapes(s.loaded.processor, config, s.plan.family))
     if extra:
         runs += [(sh.label, _shapes.image_for(sh, s.image), sh) for sh in extra]
     elif _inputs.tiles_images(s.loaded.processor):  # a tiling processor of a family not in _shapes
@@ -103,6 +103,10 @@ def forward(s: Session, stage: StageResult) -> None:
     elif culprits:
         _nonfinite_finding(s, stage, [], culprits)
     stage.metrics["images"] = shown
+    if left_out:  # bounded run time; said, not hidden
+        stage.metrics["images_left_out"] = [f"{sh.label} {sh.size[0]}x{sh.size[1]}" for sh in left_out]
+        shown = [*shown, f"{len(left_out)} more shapes not run (at most {_shapes.MAX_IMAGES}): "
+                 + ", ".join(sh.label for sh in left_out)]
     stage.detail = "; ".join(shown) + ("" if s.templated else " (default prompt, no chat template)")
 
 

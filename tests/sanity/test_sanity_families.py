@@ -18,7 +18,6 @@ pytest.importorskip("peft")
 from doctor.sanity import run_sanity  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402
 from doctor.testing.qwen import make_qwen_model  # noqa: E402
-
 from tests.helpers.sanity import open_gates, plant_nan, remove_processor_files  # noqa: E402
 
 FAMILIES = ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl")
@@ -144,13 +143,14 @@ def test_qwen_merge_size_that_disagrees_fails_stage_2(tmp_path, family):
 @pytest.mark.parametrize("layout", ["split", "native"])
 def test_qwen_with_its_processor_files_runs_without_torchvision(tmp_path, family, layout):
     folder = make_qwen_model(tmp_path / "m", family=family, layout="v4" if layout == "split" else "v5",
-                             processor_layout=layout, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16).path
+                             processor_layout=layout, min_pixels=28 * 28 * 8, max_pixels=28 * 28 * 16).path
     result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
     assert statuses(result) == {1: "pass", 2: "pass", 3: "pass", 4: "pass", 5: "skip", 6: "skip"}, result.findings
     assert f"from {folder}'s processor files, without a video processor" in result.stage(1).detail
     images = result.stage(2).metrics["images"]
-    # min_pixels 28*28*4: the smallest 1:2 image is 56x112 (2x4 merged patches = 8 image tokens), square 56x56
-    assert [i.split(":")[0] for i in images[1:]] == ["portrait 56x112", "square 56x56", "landscape 112x56"]
+    # the folder's min_pixels 28*28*8 (not the default 56*56): the smallest 1:2 image is 56x112 (2x4 merged
+    # patches), the smallest square 84x84 (3x3)
+    assert [i.split(":")[0] for i in images[1:]] == ["portrait 56x112", "square 84x84", "landscape 112x56"]
     assert result.stage(2).metrics["images"][0].startswith("default (square) 336x336")
 
 
@@ -225,3 +225,13 @@ def test_check_sanity_runs_on_folders_without_processor_or_tokenizer_files(bare,
     base = build(tmp_path / "base", "llava")
     _, san = check(folder, base=str(base))
     assert [san[c].status.value for c in sorted(san)] == ["pass", "pass", "pass", "pass", "skip", "skip"]
+
+
+def test_qwen_without_any_chat_template_uses_its_chatml_turn(tmp_path):
+    from doctor.testing import DELETE
+
+    folder = make_qwen_model(tmp_path / "m", family="qwen2_vl", processor_layout=None,
+                             tokenizer_overrides={"chat_template": DELETE}).path
+    result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
+    assert [statuses(result)[n] for n in (1, 2, 3, 4)] == ["pass"] * 4, result.findings
+    assert result.stage(2).detail.endswith("(default prompt, no chat template)")
