@@ -174,7 +174,8 @@ class RecordChecker:
                 roles.append(None)
                 continue
             frm = turn.get("from", _MISSING)
-            roles.append(frm if frm == "human" or frm == "gpt" or (frm in SHAREGPT_TAGS and self._sharegpt(rec, [frm]))
+            roles.append(frm if frm == "human" or frm == "gpt"
+                         or (type(frm) is str and frm in SHAREGPT_TAGS and self._sharegpt(rec, [frm]))
                          else self._llava_role(rec, i, j, line, col, frm))
             value = turn.get("value", _MISSING)
             if type(value) is str:
