@@ -1,7 +1,7 @@
 """Pickle scanner benchmark: vlm-doctor's static allow-list scanner against picklescan and
 modelscan (both deny-list scanners) on the same files.
 
-1. Detection: every sample of the security corpus (tests/test_pickle_corpus.py: each one is
+1. Detection: every sample of the security corpus (tests/helpers/pickle_corpus.py: each one is
    proved there to run its payload when loaded) and the benign files a training run writes
    (torch.save zip / legacy state dicts, training_args.bin, rng_state.pth, optimizer.pt,
    scheduler.pt). Cells: flagged / missed / skipped (the tool did not scan it) / error.
@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load_corpus_module():
-    spec = importlib.util.spec_from_file_location("pickle_corpus", ROOT / "tests" / "test_pickle_corpus.py")
+    spec = importlib.util.spec_from_file_location("pickle_corpus", ROOT / "tests" / "helpers" / "pickle_corpus.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["pickle_corpus"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)  # type: ignore[union-attr]

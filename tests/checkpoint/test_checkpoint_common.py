@@ -4,92 +4,17 @@ transformers read statically, JSON errors, dtype names, rule docs)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from doctor.findings import Finding, Status
-from doctor.report import Report
-from doctor.runner import check
-
-FAMILIES = ("llava", "llava_next", "mllama")
-
-
-def run_ckp(path: str | Path, **options: Any) -> Report:
-    """Run the CKP family on one path; no internal error is ever acceptable."""
-    report = check(str(path), select=["CKP"], **options)
-    assert not report.internal_errors, [f.message for f in report.internal_errors]
-    return report
-
-
-def by_code(report: Report) -> dict[str, list[Finding]]:
-    out: dict[str, list[Finding]] = defaultdict(list)
-    for f in report.findings:
-        out[f.code].append(f)
-    return dict(out)
-
-
-def status_of(report: Report, code: str) -> Status | None:
-    for r in report.results:
-        if r.code == code and r.path != "<environment>":
-            return r.status
-    return None
-
-
-def assert_fails(report: Report, code: str, *needles: str) -> list[Finding]:
-    found = by_code(report).get(code)
-    assert found, f"{code} did not fire; findings: {[(f.code, f.message) for f in report.findings]}"
-    text = " | ".join(f.message for f in found)
-    for needle in needles:
-        assert needle in text, f"{needle!r} not in {text!r}"
-    return found
-
-
-def assert_passes(report: Report, code: str) -> None:
-    found = by_code(report).get(code, [])
-    assert not found, [f.message for f in found]
-    assert status_of(report, code) is Status.PASS, f"{code} ended {status_of(report, code)}"
-
-
-def clone(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def edit_json(path: Path, **changes: Any) -> dict[str, Any]:
-    data = json.loads(path.read_text())
-    for key, value in changes.items():
-        node = data
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node[p]
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    path.write_text(json.dumps(data, indent=2))
-    return data
-
-
-def build_clean_models(factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One healthy factory model per family (a module builds them once; copy before editing)."""
-    from doctor.testing import make_llava_model
-
-    root = factory.mktemp("clean")
-    return {fam: make_llava_model(root / fam, family=fam) for fam in FAMILIES}
-
-
-# ---- tests of the light readers ---------------------------------------------------------------------
-
 
 def test_installed_transformers_read_statically_equals_the_library() -> None:
-    from doctor.checks.checkpoint.installed import installed_transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    from doctor.checks.checkpoint.installed import installed_transformers
 
     info = installed_transformers()
     assert info is not None and info.static
@@ -137,7 +62,6 @@ def test_normalize_dtype(raw: str, want: str) -> None:
 
 def test_every_ckp_rule_is_documented() -> None:
     import doctor.checks.checkpoint  # noqa: F401
-
     from doctor.registry import REGISTRY
 
     ckp = [c for code, c in REGISTRY.items() if code.startswith("CKP")]
@@ -145,3 +69,4 @@ def test_every_ckp_rule_is_documented() -> None:
     for cls in ckp:
         assert not cls.missing_sections(), (cls.code, cls.missing_sections())
         assert cls.doc_section("How to fix")
+

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import _weights
-from tests.checkpoint.test_checkpoint_common import FAMILIES, assert_fails, build_clean_models, clone, edit_json, run_ckp
-from tests.checkpoint.test_checkpoint_weights import to_layout
+from tests.helpers.checkpoint import FAMILIES, assert_fails, build_clean_models, clone, edit_json, run_ckp, to_layout
 
 LAYOUTS = ("saved", "v4", "memory")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import DELETE, make_llava_model, make_llava_original_model, tiny_inputs
-from tests.checkpoint.test_checkpoint_common import (
+from tests.helpers.checkpoint import (
     FAMILIES,
     assert_fails,
     assert_passes,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from doctor.io.deep_scan import scan_bytes, scan_file
 from doctor.testing import _weights, make_llava_model
-from tests.checkpoint.test_checkpoint_common import FAMILIES, assert_fails, assert_passes, build_clean_models, clone, run_ckp
+from tests.helpers.checkpoint import FAMILIES, assert_fails, assert_passes, build_clean_models, clone, run_ckp
 
 VALUE_CODES = ("CKP301", "CKP302", "CKP303")
 TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import _weights, make_llava_model
-from tests.checkpoint.test_checkpoint_common import (
+from tests.helpers.checkpoint import (
     FAMILIES,
     assert_fails,
     assert_passes,
@@ -20,6 +20,7 @@ from tests.checkpoint.test_checkpoint_common import (
     clone,
     edit_json,
     run_ckp,
+    to_layout,
 )
 
 LOAD_CODES = ("CKP100", "CKP101", "CKP102", "CKP103", "CKP104", "CKP105", "CKP106", "CKP107")
@@ -32,22 +33,6 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return build_clean_models(tmp_path_factory)
 
 
-def to_layout(path: Path, layout: str) -> Path:
-    """Rewrite a 5.x save into another on-disk layout: ``v4`` (transformers 4.x: CLIP towers under
-    ``vision_tower.vision_model.``, per CATALOGUE's key map) or ``memory`` (the in-memory names of
-    transformers 5, ``model.language_model.*``, as ``save_file(model.state_dict())`` writes)."""
-    if layout == "v4":
-        _weights.rewrite_weights(path, _weights.rename_keys(r"^vision_tower\.(?!vision_model\.)", "vision_tower.vision_model."))
-    elif layout == "memory":
-        from safetensors.torch import save_file
-        from transformers import AutoModelForImageTextToText
-
-        model = AutoModelForImageTextToText.from_pretrained(path)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        for f in _weights.weight_files(path):
-            (path / f).unlink()
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-    return path
 
 
 def loader_report(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -88,6 +73,7 @@ def test_clean_in_every_layout_agrees_with_from_pretrained(clean: dict[str, Any]
 @pytest.mark.parametrize("family", FAMILIES)
 def test_missing_projector_is_really_random(clean: dict[str, Any], tmp_path: Path, family: str, layout: str) -> None:
     import torch
+
     from doctor.checks.checkpoint.fixtures import read_model_weights
 
     info = make_llava_model(tmp_path / "m", family=family, drop_tensors=[PROJECTOR])

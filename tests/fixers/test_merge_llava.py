@@ -16,13 +16,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from doctor.fixers.merge import merge  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from tests.fixers.test_convert import IMAGE_TOKEN_INDEX, hf_forward, original_forward, read_state  # noqa: E402
 
 from doctor.errors import ArtifactError, UsageError  # noqa: E402
+from doctor.fixers.merge import merge  # noqa: E402
 from doctor.testing.original import make_llava_original_lora  # noqa: E402
 from doctor.testing.xtuner import make_xtuner_release  # noqa: E402
+from tests.helpers.convert import IMAGE_TOKEN_INDEX, hf_forward, original_forward, read_state  # noqa: E402
 
 
 def peft_merged_state(base_cls: Any, base: Path, adapter: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tests.security.test_pickle_corpus import Sample, build_corpus, exec_reduce, not_what_it_says  # noqa: E402
+from tests.helpers.pickle_corpus import Sample, build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 from doctor.io.pickle_scan import (  # noqa: E402
     UnsafePickleError,

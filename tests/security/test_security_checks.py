@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from doctor.checks.security.rules.safetensors import RULES  # noqa: E402
-from tests.security.test_pickle_corpus import build_corpus, exec_reduce, not_what_it_says  # noqa: E402
+from tests.helpers.pickle_corpus import build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 import doctor  # noqa: E402
 
