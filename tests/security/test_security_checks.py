@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from doctor.checks.security.rules.safetensors import RULES  # noqa: E402
+from doctor.checks.security.rules.safetensors import SAFETENSORS_CHECKS  # noqa: E402
 from tests.helpers.pickle_corpus import build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 import doctor  # noqa: E402
@@ -159,7 +159,7 @@ MALFORMED: dict[str, bytes] = {
     "file-length-mismatch": _st({"w": _f32(2)}, b"\0" * 12),
     "metadata-not-strings": _st({"__metadata__": {"format": "pt", "step": 1}, "w": _f32(2)}, b"\0" * 8),
 }
-CODE_OF = {rule: code for code, rule, *_ in RULES}
+CODE_OF = {cls.rule: cls.code for cls in SAFETENSORS_CHECKS}
 TOLERATED = {"nul-in-name", "duplicate-name"}  # identical duplicate entries: serde keeps the last
 DIFFERENTIAL = {"duplicate-name"}  # loads, but readers disagree on which entry wins: an error
 
