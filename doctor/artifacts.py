@@ -30,7 +30,6 @@ opens weights.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections import Counter
 from collections.abc import Iterator
@@ -62,7 +61,7 @@ from doctor.files import (
 
 # re-exported: callers import these names from here
 __all__ = ["Artifact", "ORIGINAL_LLAVA_TYPES", "WEIGHT_SUFFIXES", "CONFIG_NAMES", "checkpoint_step", "classify",
-           "discover", "environment_artifact", "is_local_model_dir", "read_json_small", "sniff"]
+           "discover", "environment_artifact", "read_json_small", "sniff"]
 MAX_WALK_DEPTH = 6
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 _SHOWN = 8  # names listed in a nothing-recognized finding
@@ -397,7 +396,3 @@ def _has_weights(names: set[str]) -> bool:
 
 def environment_artifact() -> Artifact:
     return Artifact("<environment>", frozenset({"environment"}))
-
-
-def is_local_model_dir(value: str | os.PathLike[str] | None) -> bool:
-    return bool(value) and Path(str(value)).is_dir()

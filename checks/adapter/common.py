@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from doctor.checks.adapter.reading import Weights
+from doctor.checks.adapter.reading import ADAPTER_FILES, Weights
 
 ADAPTER = frozenset({"adapter"})
 

@@ -69,7 +69,6 @@ class Problems:
 
 
 # Fixes offered by the findings; the dataset fixer (fixers/dataset.py) knows what each code means.
-REPAIR = Applicability.SAFE
 DROP = Fix("drop the record (it goes to <name>.rejected.jsonl with the reason)", Applicability.UNSAFE, FIXER)
 
 

@@ -100,7 +100,6 @@ def render_full(analysis: Any, report: Any, version: str, color: bool = False, w
     from rich.table import Table
 
     from doctor.reporters import OutputFormat, RenderContext, render
-    from doctor.runs.triage import human_size
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=color, color_system="auto" if color else None, width=width,

@@ -34,7 +34,7 @@ def read_training_args(layout: RunLayout) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        from doctor.io._pickle_containers import walk_file
+        from doctor.io.pickle.containers import walk_file
         from doctor.io.pickle_scan import _main_stream, scan
     except ImportError:
         return {"_reason": "the safe pickle reader (doctor.io.pickle_scan) is not available"}

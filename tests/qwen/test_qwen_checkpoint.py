@@ -5,14 +5,13 @@ clean, and the meta-build load prediction equals ``from_pretrained(output_loadin
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from doctor.testing import DELETE
-from doctor.testing.qwen import QWEN_FAMILIES, make_qwen_model, qwen_inputs
+from doctor.testing.qwen import QWEN_FAMILIES, make_qwen_model
 from tests.helpers.qwen import codes, fails, forward_error, passes, run
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from doctor.checks.adapter.fixtures import AdapterTensors, Versions
-from doctor.checks.adapter.reading import ADAPTER_FILES, Weights
+from doctor.checks.adapter.reading import Weights
 from doctor.checks.adapter.keys import KeyPlan
 from doctor.checks.adapter.targets import Resolution, pattern_value
 
@@ -15,7 +15,6 @@ from doctor.registry import Check, register
 
 from doctor.checks.adapter.common import ADAPTER, weights_file
 
-MIN_REAL_ADAPTER_BYTES = 1024
 
 
 @register
