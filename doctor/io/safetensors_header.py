@@ -140,6 +140,11 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     if not isinstance(header, dict):
         problems.append(HeaderProblem("header-not-object", f"header is a JSON {type(header).__name__}, not an object"))
         return result
+    if not text.startswith("{"):
+        shown = repr(text[: len(text) - len(text.lstrip())][:8])
+        problems.append(HeaderProblem("header-not-brace", f"the header starts with {shown}, not '{{' (the format "
+                                                          "says it starts with '{{'; safetensors reads it, stricter "
+                                                          "readers may not)"))
     for name in duplicates:
         problems.append(HeaderProblem("duplicate-name", f"tensor name {name!r} appears twice in the header", name))
 

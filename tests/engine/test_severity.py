@@ -87,3 +87,12 @@ def test_header_not_starting_with_brace_still_loads(tmp_path, lead):
                         lead + '{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}', bytes(16))
     assert list(load_file(str(path))["w"].shape) == [4]
     assert not doctor.check(str(path), select=["SEC"]).at_or_above(Severity.ERROR)
+    # ... and it is reported, once, as a warning naming what comes first (SEC121)
+    (f,) = [f for f in doctor.check(str(path), select=["SEC"]).findings]
+    assert (f.code, f.severity.value) == ("SEC121", "warning") and repr(lead) in f.message
+
+
+def test_a_header_starting_with_brace_is_not_sec121(tmp_path):
+    path = _safetensors(tmp_path / "model.safetensors",
+                        '{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}', bytes(16))
+    assert doctor.check(str(path), select=["SEC121"]).findings == []

@@ -184,7 +184,9 @@ def test_each_rule_has_its_own_finding(tmp_path: Path, rule: str) -> None:
 
 
 def test_every_rule_is_exercised() -> None:
-    assert set(MALFORMED) | {"unreadable"} == set(CODE_OF)
+    # unreadable: test_dangling_link_is_unreadable; header-not-brace (a warning: safetensors loads
+    # it): tests/engine/test_severity.py
+    assert set(MALFORMED) | {"unreadable", "header-not-brace"} == set(CODE_OF)
 
 
 def test_dangling_link_is_unreadable(tmp_path: Path) -> None:

@@ -554,8 +554,35 @@ class MetadataNotStrings(_SafetensorsRule):
 
 
 @register
+class SafetensorsHeaderNotBrace(_SafetensorsRule):
+    """A safetensors header does not start with `{`.
+
+    ## What it does
+    Reads the 8-byte length and the JSON header of every .safetensors file in the artifact (never the
+    tensor data) and checks that the header's first byte is `{`, as the format specifies.
+
+    ## Why is this bad?
+    The safetensors reference reader (serde) skips leading whitespace, so `safe_open` and
+    `from_pretrained` load the file (tested with safetensors 0.8); a warning, not an error. But the
+    format says the header starts with `{`, readers that check the first byte refuse it, and no
+    safetensors writer produces it: the file was written or edited by hand or by another tool.
+
+    ## Example
+    A header `   {"w": {"dtype": "F32", ...}}` (three spaces first).
+
+    ## How to fix
+    Re-save the tensors with `safetensors.torch.save_file` (or `save_pretrained`).
+    """
+
+    code = "SEC121"
+    name = "safetensors-header-not-brace"
+    rule = "header-not-brace"
+    severity = Severity.WARNING
+
+
+@register
 class MalformedSafetensors(_SafetensorsRule):
-    """A .safetensors file breaks a structural rule not covered by SEC101-SEC120.
+    """A .safetensors file breaks a structural rule not covered by SEC101-SEC121.
 
     ## What it does
     Reads the 8-byte length and the JSON header of every .safetensors file in the artifact (never the
