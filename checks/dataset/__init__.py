@@ -47,6 +47,12 @@ def dataset_scan(path, options, progress):
                 raise Skip(str(e)) from None
         from doctor.checks.dataset.scan import scan_dataset
 
+        if getattr(options, "engine", "local") == "ray":
+            from doctor.checks.dataset import distributed
+
+            scan = distributed.scan_json_lines(path, options)
+            if scan is not None:
+                return scan
         return scan_dataset(path, progress)
     except OSError as e:
         raise Skip(f"cannot read {path}: {e.strerror or e}") from None

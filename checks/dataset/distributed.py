@@ -7,10 +7,16 @@ locations, order):
 - distinct image paths, in batches (``Prober.batch``, the function the local thread pool runs):
   every ``--images`` level; at ``decode`` this is where the time goes (~2 ms an image);
 - parquet row groups / Arrow record batches (``tables.scan_part``: the record rules and the
-  embedded images of those rows), folded by ``tables.merge_parts``.
+  embedded images of those rows), folded by ``tables.merge_parts``;
+- byte ranges of a JSON Lines file, cut at line starts (``scan.scan_part``: the record rules on
+  the values of those lines, numbered and positioned as in the whole file), folded by
+  ``scan.fold_parts``. The driver counts the lines before each cut (a memchr pass) and finds the
+  file's format in its first records; a part in which a value spans lines, two values share a
+  line or the reading stops (invalid UTF-8) cannot be placed exactly, and then the file is read
+  by one process, as without Ray.
 
-JSON and JSONL record passes stay on the driver: they run at ``json.load`` speed (hundreds of
-MB/s), far ahead of the image checks they feed.
+A JSON array (``json.load``'s format) is read by the driver: only a reader of the whole text knows
+where its records start; it runs at ``json.load`` speed or better, ahead of the image checks.
 
 Without ``--ray-address`` a local Ray instance starts on the loopback interface (Ray's embedded
 default), so the same command runs on a laptop; with one, it joins that cluster (every node needs
@@ -165,6 +171,94 @@ class ScanGroups:
 
         groups, first_row = block
         return scan_part(self.path, SimpleNamespace(**self.options), groups, first_row)
+
+
+# ---- JSON Lines ---------------------------------------------------------------------------------
+PART_BYTES = 64 << 20  # a JSON Lines file is cut into parts of about this size (at least 2 parts)
+MIN_PART_BYTES = 1 << 20  # smaller files are read by the driver: a task costs more than reading
+
+
+class ScanLines:
+    """One byte range of a JSON Lines file, scanned on a worker."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+
+    def __call__(self, block: tuple[int, int, int, int, int]) -> Any:
+        from doctor.checks.dataset.scan import scan_part
+
+        start, end, first, first_line, nonblank = block
+        return scan_part(self.path, self.fmt, start, end, first, first_line, nonblank)
+
+
+def scan_json_lines(path: str, options: Any) -> Any:
+    """``scan.scan_dataset`` of a JSON Lines file with its byte ranges scanned across the cluster;
+    None when the file is not one to cut (an array, too small, no known format in its first
+    records, a BOM) or a part could not be placed exactly: the caller reads it in one process."""
+    import mmap
+    import time
+
+    from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
+
+    started = time.perf_counter()
+    size = os.path.getsize(path)
+    if size < 2 * MIN_PART_BYTES:
+        return None
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        head = mm[:3]
+        if head.startswith(b"\xef\xbb\xbf") or mm[:4096].lstrip()[:1] in (b"[", b""):
+            return None
+        fmt = _format_of(path, DETECT_WITHIN)
+        if fmt is None:
+            return None
+        count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
+        cuts = [0]
+        for k in range(1, count):
+            nl = mm.find(b"\n", k * size // count)
+            if nl < 0 or nl + 1 >= size:
+                break
+            if nl + 1 > cuts[-1]:
+                cuts.append(nl + 1)
+        cuts.append(size)
+        blocks, first, line = [], 0, 1
+        for a, b in zip(cuts, cuts[1:]):
+            chunk = mm[a:b]
+            newlines = chunk.count(b"\n")
+            pieces = newlines + (0 if chunk.endswith(b"\n") else 1)
+            nonblank = pieces - _blank_lines(chunk)
+            blocks.append((a, b, first, line, nonblank))
+            first += nonblank
+            line += newlines
+    parts = map_blocks(options, ScanLines(path, fmt), blocks)
+    return fold_parts(path, fmt, parts, started)
+
+
+def _blank_lines(chunk: bytes) -> int:
+    """Lines of ``chunk`` holding only whitespace (JSON Lines readers skip them; no record)."""
+    import re
+
+    n = len(re.findall(rb"(?m)^[ \t\r]*$", chunk))
+    return n - (1 if chunk.endswith(b"\n") else 0)  # the empty match after the last newline
+
+
+def _format_of(path: str, within: int) -> str | None:
+    """The records' format, decided as the single-process scan decides it: by the first record
+    (of the first ``within``) whose keys name one."""
+    from doctor.checks.dataset.records import detect_format
+    from doctor.io.jsonstream import JsonStream
+
+    seen = values = 0
+    for rec, _line, _col, _off in JsonStream(path, fast=False):
+        values += 1
+        if type(rec) is dict:
+            fmt = detect_format(rec)
+            if fmt is not None:
+                return fmt
+            seen += 1
+        if seen >= within or values >= 10 * within:
+            return None  # undecided (or no format): one process reads it and says so
+    return None
 
 
 def scan_table(path: str, options: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems, repair
 from doctor.checks.dataset.file_level import file_problems
+from doctor.checks.dataset.parts import fold_checker, fold_problems
 from doctor.checks.dataset.records import RecordChecker, detect_format, llava_decoder
 
 from doctor.findings import Severity
@@ -169,11 +170,8 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None, fast: bo
                         rid = rec.get("id")
                         if rid is not None:
                             ids.add(rid, i)
-                    elif type(rec) is ParseError:
-                        _parse_error(problems, rec, i, stream.layout)
                     else:
-                        problems.record(DAT.RECORD_NOT_OBJECT, i, line, col, (), f"record {i} is {_what(rec)}, not an object",
-                                        fix=DROP)
+                        _not_a_record(problems, rec, i, line, col, stream.layout)
                     if i == 0:
                         scan.first_value = rec
                     if not (i + 1) % PROGRESS_EVERY:
@@ -193,6 +191,94 @@ def scan_dataset(path: str, progress: Callable[..., Any] | None = None, fast: bo
     ids.finish(scan)
     scan.seconds = time.perf_counter() - started
     return scan
+
+
+@dataclass
+class ScanPart:
+    """What one reader of a byte range of a JSON Lines file found (a worker's result under
+    ``--engine ray``): its records' problems and registrations, positions, and ids unhashed
+    (``hash`` of a string differs between processes), for ``fold_parts``."""
+
+    first: int  # index of its first record in the file
+    checker: RecordChecker
+    offsets: array
+    lines: array
+    ids: list[tuple[Any, int]]
+    first_value: Any
+    records: int
+    lines_read: int  # non-blank lines: a part is exact only when this equals ``records``
+    multiline_values: int
+    shared_lines: int
+    complete: bool
+    fatal: ParseError | None
+    bytes: int
+
+
+def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line: int,
+              nonblank: int) -> ScanPart:
+    """Check the records of bytes [start, end) of a JSON Lines file, numbered from ``first``, with
+    positions of the whole file, in format ``fmt`` (the file's, found by the driver)."""
+    checker = RecordChecker(Problems())
+    problems = checker.problems
+    check = getattr(checker, fmt)
+    stream = JsonStream(path, fast=False, part=(start, end, first_line))
+    offsets, lines = array("q"), array("q")
+    ids: list[tuple[Any, int]] = []
+    first_value: Any = None
+    i = first - 1
+    for rec, line, col, off in stream:
+        i += 1
+        offsets.append(off)
+        lines.append(line)
+        if type(rec) is dict:
+            check(rec, i, line, col)
+            rid = rec.get("id")
+            if rid is not None:
+                ids.append((rid, i))
+        else:
+            _not_a_record(problems, rec, i, line, col, "values")
+        if i == first:
+            first_value = rec
+    return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, nonblank,
+                    stream.multiline_values, stream.shared_lines, stream.complete, stream.fatal, stream.bytes)
+
+
+def fold_parts(path: str, fmt: str, parts: list[ScanPart], started: float) -> DatasetScan | None:
+    """One ``DatasetScan`` from the parts of a JSON Lines file, as ``scan_dataset`` would have
+    made it; None when a part cannot be placed exactly (a value spanning lines, two values on one
+    line, a fatal error: only one reader of the whole file knows where those leave the next part),
+    and the caller scans the file in one process instead."""
+    for p in parts:
+        if p.records != p.lines_read or p.multiline_values or p.shared_lines or p.fatal is not None or not p.complete:
+            return None
+    scan = DatasetScan(path=str(path), layout="values", fmt=fmt)
+    checker = scan.checker = RecordChecker(scan.problems)
+    ids = _Ids()
+    for p in parts:
+        fold_problems(scan.problems, p.checker.problems)
+        fold_checker(checker, p.checker)
+        scan.offsets.extend(p.offsets)
+        scan.lines.extend(p.lines)
+        for rid, i in p.ids:
+            ids.add(rid, i)
+        scan.bytes += p.bytes
+    scan.records = sum(p.records for p in parts)
+    scan.objects = len(checker.chars)
+    scan.first_value = parts[0].first_value if parts else None
+    scan.complete = True
+    file_problems(scan)
+    ids.finish(scan)
+    scan.seconds = time.perf_counter() - started
+    return scan
+
+
+def _not_a_record(problems: Problems, rec: Any, i: int, line: int, col: int, layout: str) -> None:
+    """A top-level value that is not an object: a parse error, or another JSON value."""
+    if type(rec) is ParseError:
+        _parse_error(problems, rec, i, layout)
+    else:
+        problems.record(DAT.RECORD_NOT_OBJECT, i, line, col, (), f"record {i} is {_what(rec)}, not an object",
+                        fix=DROP)
 
 
 def _detect(rec: dict, scan: DatasetScan, checker: RecordChecker) -> Callable[[dict, int, int, int], None] | None:

@@ -33,6 +33,7 @@ from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems
 from doctor.checks.dataset.images.header import sniff
 from doctor.checks.dataset.images.run import ImageReport
+from doctor.checks.dataset.parts import fold_checker, fold_problems
 from doctor.checks.dataset.records import RecordChecker
 from doctor.checks.dataset.scan import DatasetScan
 
@@ -208,36 +209,10 @@ def merge_parts(scan: TableScan, parts: list[TablePart]) -> None:
         scan.row_groups += len(part.groups)
         scan.group_of_row.extend(part.group_rows)
         scan.records += part.rows
-        pc = part.checker
-        for code, count in pc.problems.counts.items():
-            kept = problems.samples.setdefault(code, [])
-            kept.extend(pc.problems.samples.get(code, [])[: max(problems.cap - len(kept), 0)])
-            if not kept:
-                del problems.samples[code]
-            problems.counts[code] = problems.counts.get(code, 0) + count
-        for code, fixes in pc.problems.fixes.items():
-            for applicability, fix in fixes.items():
-                problems.fixes.setdefault(code, {}).setdefault(applicability, fix)
-        for ref, local in pc.refs.items():
-            if ref not in checker.refs:
-                checker.refs[ref] = len(checker.ref_first)
-                checker.ref_first.append(pc.ref_first[local])
-                key = pc.keys[pc.ref_key[local]]
-                kid = checker._key_ids.get(key)
-                if kid is None:
-                    kid = checker._key_ids[key] = len(checker.keys)
-                    checker.keys.append(key)
-                checker.ref_key.append(kid)
+        fold_problems(problems, part.checker.problems)
+        fold_checker(checker, part.checker)
         for ref, result in part.images.items():
             images.setdefault(ref, result)
-        checker.image_refs += pc.image_refs
-        checker.records_with_images += pc.records_with_images
-        checker.multi_image += pc.multi_image
-        if checker.multi_image_first is None:
-            checker.multi_image_first = pc.multi_image_first
-        for turns, count in pc.turns.items():
-            checker.turns[turns] = checker.turns.get(turns, 0) + count
-        checker.chars.extend(pc.chars)
     scan.objects = scan.records
     scan.part_images = images
 

@@ -55,8 +55,12 @@ class JsonStream:
     """Iterate the records of ``path``; see the module docstring."""
 
     def __init__(self, path: str | Path, chunk_size: int = CHUNK, max_value_chars: int = MAX_VALUE_CHARS,
-                 fast: bool = True) -> None:
+                 fast: bool = True, part: tuple[int, int, int] | None = None) -> None:
         self.path = Path(path)
+        # A byte range of a JSON Lines file, (start, end, line of start): read as a value stream
+        # with positions of the whole file (``--engine ray`` scans a file in such parts). ``start``
+        # must be the first byte of a line.
+        self.part = part
         self.fast = fast  # the compiled path for arrays (msgspec), when installed
         # A msgspec decoder for a list of typed records: windows that decode with it are yielded
         # whole, as ``Window`` values (the dataset scan sets it once it knows the format).
@@ -75,6 +79,9 @@ class JsonStream:
         self.bytes = 0  # bytes read from the file
 
     def __iter__(self) -> Iterator[tuple[Any, int, int, int]]:
+        if self.part is not None:
+            yield from self._part()
+            return
         with self.path.open("rb") as f:
             if self.fast and _msgspec() is not None:
                 fast = _FastArray(self, f)
@@ -103,6 +110,24 @@ class JsonStream:
                 yield from self._records(reader)
             finally:
                 self.bytes = reader.raw_read
+
+    def _part(self) -> Iterator[tuple[Any, int, int, int]]:
+        assert self.part is not None
+        start, end, line = self.part
+        with self.path.open("rb") as raw:
+            raw.seek(start)
+            reader = _Reader(_Bounded(raw, end - start), self.chunk_size)
+            reader.raw_read = reader.byte = start
+            reader.line = line
+            self.layout = "values"
+            try:
+                yield from self._values(reader)
+            except _EncodingError as e:
+                self.fatal = e.error
+                self.errors += 1
+                yield e.error, e.error.line, e.error.column, e.error.offset
+            finally:
+                self.bytes = reader.raw_read - start
 
     # ---- top level --------------------------------------------------------------------------
     def _records(self, r: _Reader) -> Iterator[tuple[Any, int, int, int]]:
@@ -243,6 +268,20 @@ class JsonStream:
 class _EncodingError(Exception):
     def __init__(self, error: ParseError) -> None:
         self.error = error
+
+
+class _Bounded:
+    """A binary file seen only up to ``size`` more bytes (one part of a file)."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f = f
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n) if n > 0 else b""
+        self.left -= len(data)
+        return data
 
 
 class _Reader:

@@ -81,3 +81,69 @@ def test_cli_engine_ray(data, capsys):
                  "--output-format", "json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and any(f["code"] == "DAT207" for f in out["findings"])
+
+
+def _jsonl_with_problems(path, n=3000):
+    """A JSON Lines file whose problems fall in every part: unknown roles, a parse error, a value
+    that is not an object, blank lines, ids repeated across parts, images shared across parts."""
+    lines = []
+    for i in range(n):
+        rec = {"id": f"r{i % 2900}", "image": f"img/{i % 37}.png",
+               "conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                 {"from": "gpt", "value": f"Answer {i}."}]}
+        if i % 401 == 7:
+            rec["conversations"][0]["from"] = "user"
+        if i % 733 == 5:
+            rec["conversations"][1]["value"] = ""
+        lines.append(json.dumps(rec))
+        if i % 977 == 3:
+            lines.append("")  # a blank line: no record
+        if i % 1103 == 9:
+            lines.append('{"id": "broken", "conversations": [')  # a line that does not parse
+        if i % 1500 == 11:
+            lines.append("[1, 2]")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_json_lines_parts_give_the_single_process_report(tmp_path, monkeypatch):
+    from doctor.checks.dataset import distributed
+    from doctor.testing import make_image
+
+    for k in range(37):
+        make_image(tmp_path / "img" / f"{k}.png", seed=k) if k % 9 else None  # some images missing
+    data = _jsonl_with_problems(tmp_path / "train.jsonl")
+    monkeypatch.setattr(distributed, "MIN_PART_BYTES", 16 << 10)
+    monkeypatch.setattr(distributed, "PART_BYTES", 64 << 10)
+    calls = []
+    from doctor.checks.dataset import scan as scan_module
+
+    original = scan_module.fold_parts
+
+    def spy(path, fmt, parts, started):
+        calls.append(len(parts))
+        return original(path, fmt, parts, started)
+
+    monkeypatch.setattr(scan_module, "fold_parts", spy)
+    local = doctor.check(str(data))
+    distributed_report = doctor.check(str(data), engine="ray", jobs=2)
+    assert calls and calls[0] >= 4  # the file really was read in parts
+    assert comparable(distributed_report) == comparable(local)
+    codes = {f.code for f in local.findings}
+    assert {"DAT001", "DAT010", "DAT015", "DAT101", "DAT104"} <= codes, codes
+
+
+def test_json_lines_that_cannot_be_cut_exactly_are_read_by_one_process(tmp_path, monkeypatch):
+    """A value spread over several lines in the middle: the parts would misplace it, so the
+    driver reads the file itself, and the report is still the single-process one."""
+    from doctor.checks.dataset import distributed
+
+    data = _jsonl_with_problems(tmp_path / "train.jsonl", n=1500)
+    text = data.read_text().splitlines()
+    text[700] = json.dumps(json.loads(text[700]), indent=2)  # one pretty-printed record
+    data.write_text("\n".join(text) + "\n")
+    monkeypatch.setattr(distributed, "MIN_PART_BYTES", 16 << 10)
+    monkeypatch.setattr(distributed, "PART_BYTES", 64 << 10)
+    local = doctor.check(str(data))
+    assert comparable(doctor.check(str(data), engine="ray", jobs=2)) == comparable(local)
+    assert any(f.code == "DAT018" for f in local.findings)  # not one record per line

@@ -1,0 +1,45 @@
+"""Folding the parts of a dataset scan back into one, exactly as one reader of every record would
+have filled it: problems in record order under the same cap, image references numbered by first
+use. ``--engine ray`` scans parts of a JSON Lines file (``scan.scan_part``) and row groups of a
+parquet / Arrow table (``tables.scan_part``) on its workers; both fold with these two functions."""
+
+from __future__ import annotations
+
+from doctor.checks.dataset.common import Problems
+from doctor.checks.dataset.records import RecordChecker
+
+
+def fold_problems(into: Problems, part: Problems) -> None:
+    """Add ``part``'s problems after ``into``'s (``part`` holds later records)."""
+    for code, count in part.counts.items():
+        kept = into.samples.setdefault(code, [])
+        kept.extend(part.samples.get(code, [])[: max(into.cap - len(kept), 0)])
+        if not kept:
+            del into.samples[code]
+        into.counts[code] = into.counts.get(code, 0) + count
+    for code, fixes in part.fixes.items():
+        for applicability, fix in fixes.items():
+            into.fixes.setdefault(code, {}).setdefault(applicability, fix)
+
+
+def fold_checker(into: RecordChecker, part: RecordChecker) -> None:
+    """Add what ``part``'s records registered (image references, counts) after ``into``'s; the
+    problems fold separately (``fold_problems``), since the checkers share their scan's."""
+    for ref, local in part.refs.items():
+        if ref not in into.refs:
+            into.refs[ref] = len(into.ref_first)
+            into.ref_first.append(part.ref_first[local])
+            key = part.keys[part.ref_key[local]]
+            kid = into._key_ids.get(key)
+            if kid is None:
+                kid = into._key_ids[key] = len(into.keys)
+                into.keys.append(key)
+            into.ref_key.append(kid)
+    into.image_refs += part.image_refs
+    into.records_with_images += part.records_with_images
+    into.multi_image += part.multi_image
+    if into.multi_image_first is None:
+        into.multi_image_first = part.multi_image_first
+    for turns, count in part.turns.items():
+        into.turns[turns] = into.turns.get(turns, 0) + count
+    into.chars.extend(part.chars)
