@@ -137,21 +137,20 @@ def _die_once(marker: str) -> None:
 
 # ---- images -------------------------------------------------------------------------------------
 class ProbeBatch:
-    """One batch of distinct image paths, probed on a worker as the thread pool does locally."""
+    """One batch of distinct image paths, probed on a worker as the thread pool does locally (with
+    a ``Prober`` for a folder, a ``RemoteProber`` for an object-storage URL; each is picklable)."""
 
-    def __init__(self, root: str, level: str, decode_percent: float, max_pixels: int | None) -> None:
-        self.args = (root, level, decode_percent, max_pixels)
+    def __init__(self, prober: Any) -> None:
+        self.prober = prober
 
     def __call__(self, refs: list[str]) -> list[tuple]:
-        from doctor.checks.dataset.images.probe import Prober
-
-        return Prober(*self.args).batch(refs)
+        return self.prober.batch(refs)
 
 
-def probe_images(options: Any, prober_args: tuple[str, str, float, int | None], refs: list[str]) -> list[tuple]:
+def probe_images(options: Any, prober: Any, refs: list[str]) -> list[tuple]:
     batches = [refs[k:k + IMAGE_BATCH] for k in range(0, len(refs), IMAGE_BATCH)]
     out: list[tuple] = []
-    for result in map_blocks(options, ProbeBatch(*prober_args), batches):
+    for result in map_blocks(options, ProbeBatch(prober), batches):
         out.extend(result)
     return out
 

@@ -17,11 +17,8 @@ of the JSON pointer) and, for parquet, the row group in the message. pyarrow is 
 
 from __future__ import annotations
 
-import io
 import os
 import time
-import warnings
-import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -31,7 +28,7 @@ from typing import Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems
-from doctor.checks.dataset.images.header import sniff
+from doctor.checks.dataset.images.blob import check_bytes, sampled
 from doctor.checks.dataset.images.run import ImageReport
 from doctor.checks.dataset.parts import fold_checker, fold_problems
 from doctor.checks.dataset.records import RecordChecker
@@ -46,7 +43,7 @@ IMAGE_COLUMNS = ("images", "image")
 EMBEDDED_PREFIX = "<embedded>"
 
 # Problem codes, the same as for image files (DAT2xx) and records (DAT0xx).
-IMAGE_EMPTY, NOT_IMAGE, CORRUPT, BOMB = DAT.IMAGE_EMPTY, DAT.NOT_AN_IMAGE, DAT.IMAGE_CORRUPT, DAT.DECOMPRESSION_BOMB
+IMAGE_EMPTY = DAT.IMAGE_EMPTY
 MISSING_COLUMN = DAT.UNKNOWN_RECORD_FORMAT
 # Columns that decide the record format (records.detect_format reads the same keys in a record).
 FORMAT_COLUMNS = (("conversations", "llava"), ("messages", "messages"), ("instruction", "alpaca"))
@@ -365,23 +362,8 @@ class _EmbeddedImages:
                 return self._file(path)
             return 0, 0, None, 0, [(IMAGE_EMPTY, "error", "the image has neither bytes nor a path: datasets' Image "
                                     "feature decodes it to None and the processor gets no image for its placeholder")]
-        if self.level == "exists":
-            return 0, 0, None, len(data), []
-        fmt = sniff(bytes(data[:4096]))
-        w, h, failure, pil_fmt = _open(data)
-        if failure is not None:
-            code = NOT_IMAGE if fmt is None and "cannot identify" in failure else CORRUPT
-            return 0, 0, None, len(data), [(code, "error", failure)]
-        fmt = pil_fmt or fmt
-        if self.max_pixels and w * h > 2 * self.max_pixels:
-            return w, h, fmt, len(data), [(BOMB, "error", f"{w}x{h} = {w * h:,} pixels, over twice Pillow's "
-                                           "MAX_IMAGE_PIXELS: Image.open raises DecompressionBombError")]
-        decode = self.level == "decode" and _sampled(struct, self.decode_percent)
-        if decode or _looks_cut(fmt, data):
-            failure = _decode(data)
-            if failure:
-                return w, h, fmt, len(data), [(CORRUPT, "error", failure)]
-        return w, h, fmt, len(data), []
+        return check_bytes(data, self.level, self.level == "decode" and sampled(data, self.decode_percent),
+                           self.max_pixels)
 
     def _file(self, path: str) -> tuple[int, int, str | None, int, list[tuple[str, str, str]]]:
         from doctor.checks.dataset.images.probe import Prober
@@ -391,54 +373,3 @@ class _EmbeddedImages:
         w, h, fmt, nbytes, problems = self._prober.probe(path)
         return w, h, fmt, nbytes, [(code, severity, f"image file {path!r}: {detail}")
                                    for code, severity, detail in problems]
-
-
-def _open(data: bytes) -> tuple[int, int, str | None, str | None]:
-    """(width, height, failure, format) from Pillow's header read (it stops after the header)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size[0], im.size[1], None, im.format
-    except UnidentifiedImageError:
-        return 0, 0, "Pillow cannot identify the bytes as an image (Image.open raises UnidentifiedImageError)", None
-    except Image.DecompressionBombError as e:
-        return 0, 0, f"Image.open raises DecompressionBombError: {e}", None
-    except Exception as e:  # noqa: BLE001 - Pillow raises SyntaxError, ValueError, struct.error...
-        return 0, 0, f"Image.open fails: {type(e).__name__}: {e}", None
-
-
-def _looks_cut(fmt: str | None, data: bytes) -> bool:
-    """Bytes that end where no complete image of their format ends: worth a full decode."""
-    tail = bytes(data[-12:])
-    if fmt == "JPEG":
-        return b"\xff\xd9" not in bytes(data[-4096:])
-    if fmt == "PNG":
-        return b"IEND" not in tail
-    if fmt == "GIF":
-        return not tail.endswith(b"\x3b")
-    return False
-
-
-def _decode(data: bytes) -> str | None:
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - any decoding failure is the finding
-        return f"decoding fails as in Image.open(...).convert('RGB'): {type(e).__name__}: {e}"
-    return None
-
-
-def _sampled(struct: dict, percent: float) -> bool:
-    """The same images are decoded on every run and every worker (a hash of the bytes' length and
-    ends, not of the row)."""
-    if percent >= 100:
-        return True
-    data = struct.get("bytes") or b""
-    return zlib.crc32(bytes(data[:64]) + bytes(data[-64:]) + len(data).to_bytes(8, "little")) % 10000 < percent * 100

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to check")
     g = p.add_argument_group("what to check")
     g.add_argument("--base", metavar="DIR", help="base model folder for adapter checks (default: the adapter's base_model_name_or_path when it is local or cached)")
-    g.add_argument("--image-folder", metavar="DIR", help="root for relative image paths (LLaVA's --image_folder; default: the dataset's folder)")
+    g.add_argument("--image-folder", metavar="DIR", help="root for relative image paths (LLaVA's --image_folder; default: the dataset's folder); an fsspec URL (s3://, gs://, hf://) reads them from object storage")
     g.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder for the token-budget checks")
     g.add_argument("--model", metavar="DIR", help="model folder whose vision config sets the image-token count")
     g.add_argument("--vision-tower", metavar="DIR", help="local CLIP folder for --fix merges/conversions of original-LLaVA and XTuner outputs whose recorded tower is not local")

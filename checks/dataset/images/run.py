@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems
+from doctor.checks.dataset.images.remote import RemoteProber, is_url
 from doctor.checks.dataset.images.probe import ERROR, MISSING, Prober, pillow_max_pixels
 
 from doctor.findings import Applicability, Fix, Location, Severity
@@ -52,7 +53,9 @@ class ImageReport:
 def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] | None = None) -> ImageReport:
     """Probe every distinct image of ``scan`` at ``options.images`` level."""
     given = bool(options.image_folder)
-    root = str(Path(options.image_folder) if given else Path(scan.path).resolve().parent)
+    remote = is_url(options.image_folder)
+    root = str(options.image_folder).rstrip("/") if remote else \
+        str(Path(options.image_folder) if given else Path(scan.path).resolve().parent)
     report = ImageReport(level=options.images, root=root, root_given=given)
     report.drop = Fix(DROP.description, Applicability.UNSAFE, DROP.fixer, {"images": report.bad})
     if options.images == "none":
@@ -62,17 +65,18 @@ def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] |
     if not refs:
         report.skipped = "the dataset references no images"
         return report
-    if given and not os.path.isdir(root):
+    if given and not remote and not os.path.isdir(root):
         report.skipped = f"--image-folder {root} is not a folder"
         report.problems.add(DAT.IMAGE_FOLDER_WRONG, Problem(f"the image folder {root} does not exist or is not a folder",
                                               path=scan.path))
         return report
     started = time.perf_counter()
-    prober = Prober(root, options.images, float(options.decode_sample), pillow_max_pixels())
+    kind = RemoteProber if remote else Prober
+    prober = kind(root, options.images, float(options.decode_sample), pillow_max_pixels())
     if getattr(options, "engine", "local") == "ray":
         from doctor.checks.dataset.distributed import probe_images
 
-        results = probe_images(options, (root, options.images, float(options.decode_sample), pillow_max_pixels()), refs)
+        results = probe_images(options, prober, refs)
     else:
         results = _run(prober, refs, options.jobs or os.cpu_count() or 1, progress)
     report.widths = array("I", (r[0] for r in results))
