@@ -355,7 +355,7 @@ def child(kind: str, model: str, mode: str, device: str) -> int:
     import torch
     import transformers  # noqa: F401 - imported before the clock, as in the sanity process
 
-    from doctor.sanity import _inputs
+    from doctor.sanity import inputs as _inputs
 
     cuda = device.startswith("cuda")
     if cuda:

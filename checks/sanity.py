@@ -78,7 +78,7 @@ def _extra_dir(value: Any) -> str | None:
 
 
 def _has_tokenizer(folder: str) -> bool:
-    from doctor.sanity._processor import has_tokenizer
+    from doctor.sanity.processor import has_tokenizer
 
     return has_tokenizer(folder)
 

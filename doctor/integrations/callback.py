@@ -155,7 +155,7 @@ class DoctorCallback(TrainerCallback):
             worker.join(timeout)
 
     def _drain(self) -> None:
-        from doctor.integrations._save_worker import check_save, check_save_isolated
+        from doctor.integrations.save_worker import check_save, check_save_isolated
 
         while True:
             with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.sanity._types import STAGES, SanityResult, StageInfo, StageResult
+from doctor.sanity.results import STAGES, SanityResult, StageInfo, StageResult
 
 
 def run_sanity(model: str, **kwargs: Any) -> SanityResult:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from doctor.errors import UsageError
-from doctor.sanity import _inputs, _load
-from doctor.sanity._memory import gib, is_oom, measure, release
-from doctor.sanity._types import BY_NUMBER, SanityResult, StageResult
+from doctor.sanity import inputs as _inputs, load as _load
+from doctor.sanity.memory import gib, is_oom, measure, release
+from doctor.sanity.results import BY_NUMBER, SanityResult, StageResult
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -50,7 +50,7 @@ def run_sanity(
     plan = _load.plan(model, adapter, base, device, dtype, quant, processor)
     picture = _inputs.load_image(image)
     if probe is not None:
-        from doctor.sanity._probe import read_probe
+        from doctor.sanity.probe import read_probe
 
         read_probe(probe)  # a missing or unreadable file is a usage error, before anything loads
     result = SanityResult(
@@ -73,7 +73,7 @@ def run_sanity(
         release(loaded)
         return result
 
-    from doctor.sanity import _stages
+    from doctor.sanity import stages as _stages
 
     session = _stages.Session(plan, loaded, picture, "given" if image else "default",
                               prompt or _inputs.DEFAULT_PROMPT)
@@ -89,8 +89,8 @@ def run_sanity(
         if probe is None:
             stages[6].skip("no probe file (--probe FILE)")
         else:
-            from doctor.sanity._probe import MIN_ACCURACY
-            from doctor.sanity._probe import probe as run_probe
+            from doctor.sanity.probe import MIN_ACCURACY
+            from doctor.sanity.probe import probe as run_probe
 
             acc = MIN_ACCURACY if probe_min_accuracy is None else probe_min_accuracy
             _stage(stages[6], plan, lambda st: run_probe(session, st, probe, timeout, acc))
@@ -102,7 +102,7 @@ def run_sanity(
     elif not session.inputs:
         stages[5].skip("stage 2 (forward) failed for the main image")
     else:
-        from doctor.sanity._adapter import adapter_vs_merged
+        from doctor.sanity.adapter import adapter_vs_merged
 
         _stage(stages[5], plan, lambda st: adapter_vs_merged(session, st))
     session.loaded.model = None  # the last reference to the model (session.loaded is loaded)
@@ -121,7 +121,7 @@ def _stage(stage: StageResult, plan: _load.Plan, body: Callable[[StageResult], A
             raise
         except Exception as e:  # noqa: BLE001 - a stage never takes the report down with it
             if is_oom(e):
-                from doctor.sanity._memory import free_memory
+                from doctor.sanity.memory import free_memory
 
                 stage.add(f"out of memory in stage {stage.number} ({stage.info.title}) on {plan.device}: "
                           f"{gib(free_memory(plan.device))} free", path=plan.adapter or plan.model,

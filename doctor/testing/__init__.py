@@ -38,7 +38,7 @@ _EXPORTS = {
     "make_llava_original_lora": "original", "make_llava_original_model": "original",
     "LlavaOriginalInfo": "original", "projector_state": "original",
     "make_xtuner_release": "xtuner", "XTunerInfo": "xtuner",
-    "single_thread": "_torch", "DELETE": "_weights",
+    "single_thread": "torch_context", "DELETE": "weights",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing._torch import seeded
+from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo
 from doctor.testing.original import LlavaOriginalInfo, make_llava_original_lora, make_llava_original_model
 

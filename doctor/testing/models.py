@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing import _families, _weights
-from doctor.testing._families import Sizes
-from doctor.testing._torch import seeded
+from doctor.testing import families as _families, weights as _weights
+from doctor.testing.families import Sizes
+from doctor.testing.torch_context import seeded
 from doctor.testing.tokenizer import TokenizerInfo, make_tokenizer
 
 Family = Literal["llava", "llava_next", "mllama"]

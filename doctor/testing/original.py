@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing import _weights
-from doctor.testing._torch import seeded
+from doctor.testing import weights as _weights
+from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo, make_clip_vision_tower, make_text_model
 from doctor.testing.tokenizer import make_tokenizer
 
@@ -140,7 +140,7 @@ def make_llava_original_model(
     import torch
     import transformers
 
-    from doctor.testing._families import Sizes, clip_vision_config, text_config
+    from doctor.testing.families import Sizes, clip_vision_config, text_config
 
     out = Path(out)
     folder = out / (folder_name or "llava-v1.5-tiny")

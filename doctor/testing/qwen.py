@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing import _weights
-from doctor.testing._torch import seeded
+from doctor.testing import weights as _weights
+from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo
 from doctor.testing.tokenizer import make_tokenizer
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing import _weights
-from doctor.testing._torch import seeded
+from doctor.testing import weights as _weights
+from doctor.testing.torch_context import seeded
 from doctor.testing.models import make_clip_vision_tower, make_text_model
 
 XTUNER_LLM_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")

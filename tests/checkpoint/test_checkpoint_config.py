@@ -182,7 +182,7 @@ def test_projector_width_vs_feature_layers(tmp_path: Path, family: str) -> None:
 def test_mllama_projector_shape(clean: dict[str, Any], tmp_path: Path) -> None:
     import torch
 
-    from doctor.testing import _weights
+    from doctor.testing import weights as _weights
 
     model = clone(clean["mllama"].path, tmp_path / "m")
     _weights.rewrite_weights(model, lambda s: {**s, "multi_modal_projector.weight": torch.zeros(32, 64)})

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doctor.io.deep_scan import scan_bytes, scan_file
-from doctor.testing import _weights, make_llava_model
+from doctor.testing import weights as _weights, make_llava_model
 from tests.helpers.checkpoint import FAMILIES, assert_fails, assert_passes, build_clean_models, clone, run_ckp
 
 VALUE_CODES = ("CKP301", "CKP302", "CKP303")

@@ -342,7 +342,7 @@ def test_text_model_and_clip_tower_load_cleanly(tmp_path):
 
 
 def _adapter_tensors(path):
-    from doctor.testing._weights import load, weight_files
+    from doctor.testing.weights import load, weight_files
 
     return load(path / weight_files(path)[0])
 
@@ -443,7 +443,7 @@ def test_original_llava_lora_layout(tmp_path):
 
 def test_original_llava_merged_model_layout(tmp_path):
     from doctor.testing import make_llava_original_model
-    from doctor.testing._weights import load
+    from doctor.testing.weights import load
 
     info = make_llava_original_model(tmp_path, model_type="llava", shard_size="40KB")
     config = json.loads((info.path / "config.json").read_text())

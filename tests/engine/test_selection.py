@@ -59,7 +59,7 @@ def _edit_json(file: Path, **changes: Any) -> None:
 
 
 def _edit_tensors(folder: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    from doctor.testing._weights import rewrite_weights
+    from doctor.testing.weights import rewrite_weights
 
     rewrite_weights(folder, edit)
 

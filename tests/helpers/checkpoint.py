@@ -14,7 +14,7 @@ import pytest
 from doctor.findings import Finding, Status
 from doctor.report import Report
 from doctor.runner import check
-from doctor.testing import _weights
+from doctor.testing import weights as _weights
 
 FAMILIES = ("llava", "llava_next", "mllama")
 

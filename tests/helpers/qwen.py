@@ -51,7 +51,7 @@ def forward_error(info: Any, image_shape: tuple[int, int] = (56, 84)) -> str | N
     import torch
     import transformers
 
-    from doctor.testing._torch import single_thread
+    from doctor.testing.torch_context import single_thread
     from doctor.testing.qwen import qwen_inputs
 
     try:

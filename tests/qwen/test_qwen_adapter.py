@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from doctor.testing import _weights
+from doctor.testing import weights as _weights
 from doctor.testing.qwen import QWEN_LANGUAGE_TARGETS, make_qwen_lora_adapter, make_qwen_model
 from tests.helpers.qwen import codes, fails, passes, run
 

@@ -179,7 +179,7 @@ def test_processor_files_and_chat_template_missing(tmp_path: Path) -> None:
 
 
 def _edit_weights(info: Any, edit: Any) -> None:
-    from doctor.testing import _weights
+    from doctor.testing import weights as _weights
 
     _weights.rewrite_weights(info.path, edit)
 

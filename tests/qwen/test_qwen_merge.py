@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor.testing import _weights
+from doctor.testing import weights as _weights
 from doctor.testing.qwen import make_qwen_lora_adapter, make_qwen_model, qwen_inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore")

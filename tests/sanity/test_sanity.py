@@ -151,8 +151,8 @@ def test_probe_reports_accuracy(models):
 
 
 def test_probe_scoring_and_bad_lines(tmp_path):
-    from doctor.sanity._probe import _score, read_probe
-    from doctor.sanity._types import StageResult
+    from doctor.sanity.probe import _score, read_probe
+    from doctor.sanity.results import StageResult
 
     (tmp_path / "img.png").write_bytes(PROBE.with_name("default_image.png").read_bytes())
     probe = tmp_path / "p.jsonl"
@@ -178,7 +178,7 @@ def test_generation_timeout_is_a_warning(models):
 
 
 def test_out_of_memory_is_reported_with_what_was_needed(models, monkeypatch):
-    import doctor.sanity._load as load
+    import doctor.sanity.load as load
 
     monkeypatch.setattr(load, "free_memory", lambda device: 1000)
     result = run_sanity(str(models["llava"]), device="cpu")

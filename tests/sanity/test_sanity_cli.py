@@ -100,8 +100,8 @@ def test_san_checks_are_documented():
 
 
 def test_default_image_is_the_deterministic_drawing():
-    from doctor.sanity._inputs import aspect_variants, default_image
-    from doctor.sanity._picture import draw_default_image
+    from doctor.sanity.inputs import aspect_variants, default_image
+    from doctor.sanity.picture import draw_default_image
 
     shipped = default_image()
     assert shipped.size == (336, 336)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from doctor.sanity._shapes import EXTREME, EXTREME_SIDE, MAX_IMAGES, bounded, disagreements, shapes
+from doctor.sanity.shapes import EXTREME, EXTREME_SIDE, MAX_IMAGES, bounded, disagreements, shapes
 
 LLAVA_16 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6's pinpoints, [height, width]
 

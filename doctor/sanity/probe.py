@@ -20,10 +20,10 @@ from typing import Any
 
 from doctor.errors import UsageError
 from doctor.findings import Severity
-from doctor.sanity import _inputs
-from doctor.sanity._quiet import quiet
-from doctor.sanity._stages import Session
-from doctor.sanity._types import StageResult
+from doctor.sanity import inputs as _inputs
+from doctor.sanity.quiet import quiet
+from doctor.sanity.stages import Session
+from doctor.sanity.results import StageResult
 
 MIN_ACCURACY = 0.6  # POPE chance level is 0.5; LLaVA-1.5 scores about 0.85
 

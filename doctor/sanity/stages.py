@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity import _inputs, _shapes
-from doctor.sanity._diagnose import image_path_problems, nonfinite_parameters
-from doctor.sanity._load import Loaded, Plan
-from doctor.sanity._memory import gib, is_oom
-from doctor.sanity._quiet import quiet
-from doctor.sanity._shapes import Shape
-from doctor.sanity._types import StageResult
+from doctor.sanity import inputs as _inputs, shapes as _shapes
+from doctor.sanity.diagnose import image_path_problems, nonfinite_parameters
+from doctor.sanity.load import Loaded, Plan
+from doctor.sanity.memory import gib, is_oom
+from doctor.sanity.quiet import quiet
+from doctor.sanity.shapes import Shape
+from doctor.sanity.results import StageResult
 
 # Stage 4: the image "matters" when swapping it changes the next-token logits by more than this
 # fraction of their largest magnitude. A disconnected path gives exactly 0 (same kernels, same text).
@@ -42,7 +42,7 @@ class Session:
         if self._config is None:
             from pathlib import Path
 
-            from doctor.sanity._processor import read_json
+            from doctor.sanity.processor import read_json
 
             cfg = read_json(Path(self.plan.model) / "config.json")
             self._config = cfg if isinstance(cfg, dict) else {}
@@ -61,7 +61,7 @@ class Session:
 
 def forward(s: Session, stage: StageResult) -> None:
     """Stage 2: finite logits for the main image and for every shape the processor treats apart
-    (``doctor.sanity._shapes``); every floating-point parameter finite."""
+    (``doctor.sanity.shapes``); every floating-point parameter finite."""
     import torch
 
     s.text, s.templated = _inputs.build_prompt(s.loaded.processor, s.plan.family, s.prompt)
@@ -146,7 +146,7 @@ def _forward_errors(s: Session, stage: StageResult, raised: list[tuple[str, Any,
         sizes = "; ".join(f"the {lb} image {im.size[0]}x{im.size[1]}" + (f" ({sh.note})" if sh and sh.note else "")
                           for lb, im, sh, _ in items)
         if kind == "oom":
-            from doctor.sanity._memory import free_memory
+            from doctor.sanity.memory import free_memory
 
             stage.add(f"out of memory in the forward pass with {sizes} on {s.plan.device} "
                       f"({gib(free_memory(s.plan.device))} free after loading)", path=s.path,

@@ -6,8 +6,8 @@ import io
 import json
 from typing import Any
 
-from doctor.sanity._memory import gib
-from doctor.sanity._types import FAIL, PASS, SKIP, WARN, SanityResult
+from doctor.sanity.memory import gib
+from doctor.sanity.results import FAIL, PASS, SKIP, WARN, SanityResult
 
 SCHEMA_VERSION = 1
 _STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doctor.sanity._quiet import quiet, short
+from doctor.sanity.quiet import quiet, short
 
 # transformers' defaults for CLIP-style and SigLIP-style towers (image_utils.OPENAI_CLIP_MEAN, IMAGENET_STANDARD_MEAN)
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]

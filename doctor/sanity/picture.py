@@ -3,7 +3,7 @@
 A 336x336 picture (CLIP-336's input size) of four shapes in clear colours on white: a red circle
 (top left), a blue square (top right), a green triangle (bottom left) and a yellow star (bottom
 right). Deterministic: PIL's drawing primitives only, no fonts, no randomness, so the committed
-file can be regenerated bit for bit (``python -m doctor.sanity._picture OUT.png``).
+file can be regenerated bit for bit (``python -m doctor.sanity.picture OUT.png``).
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from doctor.errors import UsageError
-from doctor.sanity import _keys
-from doctor.sanity._memory import estimate_bytes, free_memory, gib, is_oom
-from doctor.sanity._quiet import quiet, short
-from doctor.sanity._types import StageResult
+from doctor.sanity import keys as _keys
+from doctor.sanity.memory import estimate_bytes, free_memory, gib, is_oom
+from doctor.sanity.quiet import quiet, short
+from doctor.sanity.results import StageResult
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -79,7 +79,7 @@ def plan(model: str, adapter: str | None, base: str | None, device: str, dtype: 
         raise UsageError(f"{compare[0]}: no such base model folder")
     cfg = _read_json(Path(model) / "config.json")
     family = cfg.get("model_type") if isinstance(cfg, dict) else None
-    from doctor.sanity._processor import recorded_base
+    from doctor.sanity.processor import recorded_base
 
     candidates = [compare[0] if compare else None, given_base, recorded_base(model), adapter,
                   compare[1] if compare else None]
@@ -255,8 +255,8 @@ def _from_pretrained(folder: str, p: Plan, torch_dtype: Any) -> tuple[Any, dict[
 
 
 def _processor(p: Plan, stage: StageResult) -> Any:
-    """The folder's processor, or one built from what is there (``doctor.sanity._processor``)."""
-    from doctor.sanity._processor import ProcessorError, resolve
+    """The folder's processor, or one built from what is there (``doctor.sanity.processor``)."""
+    from doctor.sanity.processor import ProcessorError, resolve
 
     cfg = _read_json(Path(p.model) / "config.json")
     try:

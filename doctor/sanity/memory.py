@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doctor.sanity._types import StageResult
+from doctor.sanity.results import StageResult
 
 # Bytes per parameter by the dtype we load in; 4-bit nf4 packs two values per byte plus
 # one absmax per 64-block (and the non-Linear parts stay in the compute dtype).

@@ -1,5 +1,5 @@
 """The per-save check ``DoctorCallback`` runs: the run folder (RUN) and the new checkpoint (its
-adapter / model checks), header-only. ``python -m doctor.integrations._save_worker RUN CKPT``
+adapter / model checks), header-only. ``python -m doctor.integrations.save_worker RUN CKPT``
 prints the findings as JSON; the callback runs it at low priority so training never waits."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def check_save_isolated(run_dir: str, checkpoint: str, base: str | None = None,
                         select: Sequence[str] | None = None, ignore: Sequence[str] | None = None,
                         timeout: float = 600.0) -> list[dict[str, Any]]:
     """``check_save`` in a child process at the lowest CPU priority (no GIL shared with training)."""
-    cmd = [sys.executable, "-m", "doctor.integrations._save_worker", run_dir, checkpoint, "--nice"]
+    cmd = [sys.executable, "-m", "doctor.integrations.save_worker", run_dir, checkpoint, "--nice"]
     if base:
         cmd += ["--base", base]
     if select:
@@ -55,7 +55,7 @@ def check_save_isolated(run_dir: str, checkpoint: str, base: str | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m doctor.integrations._save_worker")
+    p = argparse.ArgumentParser(prog="python -m doctor.integrations.save_worker")
     p.add_argument("run_dir")
     p.add_argument("checkpoint")
     p.add_argument("--base")

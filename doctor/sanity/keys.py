@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity._types import StageResult
+from doctor.sanity.results import StageResult
 
 # (part, substrings) in match order: the first part whose substring occurs in the key wins.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (

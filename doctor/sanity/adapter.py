@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity._load import apply_adapter, load_model
-from doctor.sanity._memory import release
-from doctor.sanity._quiet import quiet
-from doctor.sanity._stages import Session
-from doctor.sanity._types import StageResult
+from doctor.sanity.load import apply_adapter, load_model
+from doctor.sanity.memory import release
+from doctor.sanity.quiet import quiet
+from doctor.sanity.stages import Session
+from doctor.sanity.results import StageResult
 
 # max |logit difference| / max |logit|, over every position of the stage-2 prompt
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
