@@ -1,23 +1,14 @@
-"""Render a ``SanityResult``: a compact rich table for people, a JSON document for machines."""
+"""Render a ``SanityResult`` as a compact rich table for people (machines read the report's
+``sanity`` section, written by ``doctor.report``)."""
 
 from __future__ import annotations
 
 import io
-import json
-from typing import Any
 
 from doctor.sanity.memory import gib
 from doctor.sanity.results import FAIL, PASS, SKIP, WARN, SanityResult
 
-SCHEMA_VERSION = 1
 _STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}
-
-
-def to_json(result: SanityResult, version: str) -> str:
-    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "tool": {"name": "vlm-doctor", "version": version},
-                           **result.to_dict()}
-    doc["summary"] = {s: sum(st.status == s for st in result.stages) for s in (PASS, WARN, FAIL, SKIP)}
-    return json.dumps(doc, indent=2, default=str) + "\n"
 
 
 def to_text(result: SanityResult, color: bool = False, width: int | None = None) -> str:
