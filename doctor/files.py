@@ -32,7 +32,8 @@ CONFIG_NAMES = frozenset({
 })
 
 # ---- weights ---------------------------------------------------------------------------------
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "adapter_model.pt")
+# What peft reads (load_peft_weights: SAFETENSORS_WEIGHTS_NAME, then WEIGHTS_NAME); nothing else loads.
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 INDEX_SUFFIX = ".index.json"

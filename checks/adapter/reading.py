@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from doctor import layouts
+from doctor.files import ADAPTER_WEIGHTS
 from doctor.io.jsonfile import JsonFile, read_json
 from doctor.io.safetensors_header import TensorInfo, read_folder_tensors, read_header
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_FILES = ADAPTER_WEIGHTS
 _EMBEDDING_LEAVES = ("embed_tokens", "wte", "wpe", "word_embeddings", "tok_embeddings", "embedding",
                      "position_embedding", "embeddings", "tile_embedding", "shared")
 

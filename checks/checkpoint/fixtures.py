@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from doctor.errors import Skip
+from doctor.files import ADAPTER_WEIGHTS
 from doctor.io.jsonfile import JSON_LIMIT, JsonFile, read_json  # noqa: F401 - re-exported
 from doctor.registry import fixture
 
 SAFE_NAME, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
-ADAPTER_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_NAMES = ADAPTER_WEIGHTS
 _LORA_RE = re.compile(r"(^|\.)(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|base_layer)(\.|$)")
 
 

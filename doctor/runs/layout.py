@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-GLOBAL_STEP_RE = re.compile(r"^global_step(\d+)$")
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-PROJECTOR_FILES = ("non_lora_trainables.bin", "mm_projector.bin")
+from doctor.files import ADAPTER_WEIGHTS, CHECKPOINT_RE, GLOBAL_STEP_RE, MM_PROJECTOR, NON_LORA_TRAINABLES
+
+PROJECTOR_FILES = (NON_LORA_TRAINABLES, MM_PROJECTOR)
 MODEL_WEIGHT_RE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$")
 LLAVA_CONFIG_KEYS = ("mm_projector_type", "mm_vision_tower", "mm_hidden_size")
 MAX_STATE_BYTES = 256 << 20  # trainer_state.json of a very long run with logging_steps=1

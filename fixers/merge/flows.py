@@ -28,12 +28,13 @@ from doctor.fixers.convert.plan import (
     vision_items,
 )
 from doctor.fixers.merge.files import carry_files, copy_if_exists, merged_config, resolve_folder, write_json
-from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, load_bin, st_code
 from doctor.fixers.merge.keys import NameIndex, canonical, vision_canonical
 from doctor.fixers.merge.lora import load_adapter
 from doctor.fixers.merge.plan import Item, Job, attach, folder_tensors, items_from, replace
+from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, load_bin, st_code
 
 from doctor.errors import ArtifactError, UsageError
+from doctor.files import NON_LORA_TRAINABLES
 
 
 def plan_peft(adapter_dir: Path, base: str | Path | None, reader: TensorReader) -> Job:
@@ -95,7 +96,7 @@ def _add_non_lora(items: list[Item], lora_dir: Path, reader: TensorReader) -> in
     """``non_lora_trainables.bin``, read as LLaVA's builder does: strip ``base_model.``, then
     ``model.`` when keys start ``model.model.``; each tensor replaces the base's or (the
     projector, absent from a vicuna base) is added."""
-    path = lora_dir / "non_lora_trainables.bin"
+    path = lora_dir / NON_LORA_TRAINABLES
     if not path.exists():
         return 0
     state = load_bin(path)

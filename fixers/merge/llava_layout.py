@@ -28,6 +28,7 @@ from doctor.fixers.merge.plan import Item, Job, attach, folder_tensors, items_fr
 from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, load_bin, st_code
 
 from doctor.errors import ArtifactError, UsageError
+from doctor.files import NON_LORA_TRAINABLES
 
 PROJECTOR = "model.mm_projector."
 MODEL_TYPES = {"llava_llama": "llava_llama", "llava": "llava_llama", "llava_mistral": "llava_mistral"}
@@ -91,7 +92,7 @@ def _check_name(out: Path, model_type: str) -> None:
 def _add_non_lora(items: list[Item], run: Path, reader: TensorReader) -> int:
     """non_lora_trainables.bin as the builder's ``load_state_dict(strict=False)`` takes it: every key
     the model has replaces its tensor; the projector is added (a vicuna base has none)."""
-    path = run / "non_lora_trainables.bin"
+    path = run / NON_LORA_TRAINABLES
     if not path.exists():
         raise ArtifactError(f"{path} is missing: it holds the trained projector (LLaVA writes it at the end of "
                             "training); without it the merged model's projector would be the base's or random")

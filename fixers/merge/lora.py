@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, list_bin, list_safetensors
 
 from doctor.errors import ArtifactError, UsageError
+from doctor.files import ADAPTER_WEIGHTS
 
 if TYPE_CHECKING:
     import torch
@@ -132,10 +133,10 @@ def _peft_defaults() -> dict[str, Any]:
 
 
 def _adapter_tensors(folder: Path, reader: TensorReader) -> dict[str, TensorRef]:
-    st = folder / "adapter_model.safetensors"
+    st = folder / ADAPTER_WEIGHTS[0]
     if st.exists():
         return {r.key: r for r in list_safetensors(st)}
-    for name in ("adapter_model.bin", "adapter_model.pt"):
+    for name in ADAPTER_WEIGHTS[1:]:
         p = folder / name
         if p.exists():
             refs, state = list_bin(p)

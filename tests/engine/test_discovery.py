@@ -119,7 +119,14 @@ def test_layout_facts_have_one_home():
     assert artifacts.ORIGINAL_LLAVA_TYPES is files.ORIGINAL_LLAVA_TYPES
     assert artifacts.WEIGHT_SUFFIXES is files.WEIGHT_SUFFIXES and artifacts.CONFIG_NAMES is files.CONFIG_NAMES
     assert files.checkpoint_step("checkpoint-120") == 120 and files.checkpoint_step("checkpoint-x") is None
-    assert "adapter_model.pt" in files.ADAPTER_WEIGHTS
+    assert files.ADAPTER_WEIGHTS == ("adapter_model.safetensors", "adapter_model.bin")  # what peft loads
+    # ... and every place that looks for adapter weights or the LLaVA projector reads them there
+    from doctor.checks.adapter import reading
+    from doctor.checks.checkpoint import fixtures
+    from doctor.runs import layout
+
+    assert reading.ADAPTER_FILES is fixtures.ADAPTER_NAMES is layout.ADAPTER_WEIGHTS is files.ADAPTER_WEIGHTS
+    assert layout.CHECKPOINT_RE is files.CHECKPOINT_RE and layout.GLOBAL_STEP_RE is files.GLOBAL_STEP_RE
     assert all(files.is_training_state(n) for n in (
         "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state_3.pth", "training_args.bin", "random_states_0.pkl",
         "optimizer.bin", "scheduler_1.bin", "sampler.bin",

@@ -19,13 +19,14 @@ from doctor.checks.llava.builder import (
 )
 
 from doctor.errors import Skip
+from doctor.files import ADAPTER_WEIGHTS, NON_LORA_TRAINABLES
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.io.safetensors_header import TensorInfo
 from doctor.registry import Check, fixture, register
 
 LORA = frozenset({"llava-lora"})
 BOTH = frozenset({"llava-lora", "llava-original"})
-NON_LORA = "non_lora_trainables.bin"
+NON_LORA = NON_LORA_TRAINABLES
 SAME_RUN_SECONDS = 3600
 MERGE = Fix("merge the LoRA and projector into one checkpoint (vlm-doctor merge)", Applicability.SAFE, fixer="merge")
 
@@ -213,7 +214,7 @@ class ExtrasFromAnotherRun(Check):
 
     def run(self, llava_config: dict[str, Any], path: str):
         root = Path(path)
-        adapter = next((root / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (root / n).is_file()), None)
+        adapter = next((root / n for n in ADAPTER_WEIGHTS if (root / n).is_file()), None)
         w = read_weights(adapter)
         ins = {t.shape[1] for n, t in w.tensors.items() if ".lora_A" in n and len(t.shape) == 2
                and n.rsplit(".lora_A", 1)[0].endswith(("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"))}
