@@ -26,8 +26,12 @@ class Selection:
         return cls(sel, ign)
 
     def matches(self, code: str) -> bool:
+        if code == "DOC001":
+            return True  # a crashed check is never filtered out (exit code 2 either way)
         if code.startswith("DOC"):
-            return True  # the engine's own findings are never filtered out
+            # The engine's own findings (DOC002: nothing recognized) are hidden only when ignored by
+            # name: a --select that omits them must not turn an empty folder into a silent pass.
+            return not any(s != "ALL" and code.startswith(s) for s in self.ignore)
         best_sel = max((_specificity(s) for s in self.select if _hits(s, code)), default=-1)
         best_ign = max((_specificity(s) for s in self.ignore if _hits(s, code)), default=-1)
         # ruff: the more specific selector wins; a tie goes to ignore

@@ -229,3 +229,15 @@ def test_command_line_ignore_keeps_the_exit_code_of_what_it_does_not_hide(shared
     assert "CKP406" in codes_all and "CKP407" not in codes_all
     assert codes_ignored == codes_all - {"CKP406"}
     assert rc_ignored == rc_all == 0  # only warnings (CKP406, and CKP404 for the chat template) either way
+
+
+def test_nothing_recognized_is_hidden_only_when_ignored_by_name(tmp_path):
+    """--select DAT on an empty folder still fails (no silent pass); --ignore DOC002 hides it."""
+    from doctor.runner import check
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert [f.code for f in check(str(empty), select=["DAT"]).findings] == ["DOC002"]
+    assert [f.code for f in check(str(empty)).findings if f.code.startswith("DOC")] == ["DOC002"]
+    assert not [f for f in check(str(empty), ignore=["DOC002"]).findings if f.code.startswith("DOC")]
+    assert not [f for f in check(str(empty), ignore=["DOC"]).findings if f.code.startswith("DOC")]
