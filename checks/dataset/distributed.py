@@ -49,10 +49,6 @@ KILL_ONCE = "ray_test_kill_once"
 _session: dict[str, Any] = {}
 
 
-def engine_of(options: Any) -> str:
-    return getattr(options, "engine", None) or "local"
-
-
 def ray_ready(options: Any) -> Any:
     """The ``ray`` module, initialised once per process (joined or started), shut down at exit."""
     try:
@@ -62,6 +58,8 @@ def ray_ready(options: Any) -> Any:
     if not ray.is_initialized():
         address = getattr(options, "ray_address", None)
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            _reachable(address)
         try:
             if address:
                 ray.init(address=address, **kwargs)
@@ -80,6 +78,21 @@ def ray_ready(options: Any) -> Any:
     for name in ("ray", "ray.data"):  # findings go to the report; Ray's own chatter stays in its logs
         logging.getLogger(name).setLevel(logging.ERROR)
     return ray
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) nobody answers: ``ray.init`` would
+    retry for minutes. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); start the cluster "
+                         "(ray start --head) or leave --ray-address out to start Ray on this machine") from None
 
 
 def _shutdown() -> None:

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
                **({"peft_version": args.peft_version} if args.peft_version else {}),
                **({"transformers_version": args.transformers_version} if args.transformers_version else {})},
     )
+    if options.engine == "ray":  # Ray missing or its cluster unreachable: a usage error now, not mid-run
+        from doctor.checks.dataset.distributed import ray_ready
+
+        ray_ready(options)
     if not 0 < options.decode_sample <= 100:
         raise UsageError(f"--decode-sample must be in (0, 100], got {options.decode_sample}")
     report = run_checks(args.paths, options, settings.selection(), progress=settings.progress_factory())

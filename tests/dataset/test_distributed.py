@@ -147,3 +147,10 @@ def test_json_lines_that_cannot_be_cut_exactly_are_read_by_one_process(tmp_path,
     local = doctor.check(str(data))
     assert comparable(doctor.check(str(data), engine="ray", jobs=2)) == comparable(local)
     assert any(f.code == "DAT018" for f in local.findings)  # not one record per line
+
+
+def test_an_unreachable_ray_address_is_a_usage_error(data, capsys):
+    from doctor.cli import main
+
+    code = main(["check", str(data["parquet"]), "--engine", "ray", "--ray-address", "127.0.0.1:1", "--no-progress"])
+    assert code == 2 and "nothing answers there" in capsys.readouterr().err
