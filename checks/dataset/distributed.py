@@ -55,11 +55,11 @@ def ray_ready(options: Any) -> Any:
         import ray
     except ImportError:
         raise UsageError(f"--engine ray needs Ray, which is not installed: {RAY_HINT}") from None
+    address = getattr(options, "ray_address", None)
+    if address:
+        _reachable(address)  # even when this process already runs Ray: the address given must answer
     if not ray.is_initialized():
-        address = getattr(options, "ray_address", None)
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            _reachable(address)
         try:
             if address:
                 ray.init(address=address, **kwargs)
