@@ -212,6 +212,7 @@ class ScanPart:
     complete: bool
     fatal: ParseError | None
     bytes: int
+    ends_in_error: bool = False  # its last line did not parse: maybe the start of a value the next part ends
 
 
 def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line: int,
@@ -226,6 +227,7 @@ def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line:
     ids: list[tuple[Any, int]] = []
     first_value: Any = None
     i = first - 1
+    rec: Any = None
     for rec, line, col, off in stream:
         i += 1
         offsets.append(off)
@@ -240,17 +242,21 @@ def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line:
         if i == first:
             first_value = rec
     return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, nonblank,
-                    stream.multiline_values, stream.shared_lines, stream.complete, stream.fatal, stream.bytes)
+                    stream.multiline_values, stream.shared_lines, stream.complete, stream.fatal, stream.bytes,
+                    ends_in_error=type(rec) is ParseError)
 
 
 def fold_parts(path: str, fmt: str, parts: list[ScanPart], started: float) -> DatasetScan | None:
     """One ``DatasetScan`` from the parts of a JSON Lines file, as ``scan_dataset`` would have
     made it; None when a part cannot be placed exactly (a value spanning lines, two values on one
-    line, a fatal error: only one reader of the whole file knows where those leave the next part),
-    and the caller scans the file in one process instead."""
-    for p in parts:
+    line, a fatal error, a part whose last line does not parse, which may be a value the cut split:
+    only one reader of the whole file knows where those leave the next part), and the caller scans
+    the file in one process instead."""
+    for k, p in enumerate(parts):
         if p.records != p.lines_read or p.multiline_values or p.shared_lines or p.fatal is not None or not p.complete:
             return None
+        if p.ends_in_error and k < len(parts) - 1:
+            return None  # a value cut by the part boundary reads as broken lines on both sides
     scan = DatasetScan(path=str(path), layout="values", fmt=fmt)
     checker = scan.checker = RecordChecker(scan.problems)
     ids = _Ids()

@@ -154,3 +154,25 @@ def test_an_unreachable_ray_address_is_a_usage_error(data, capsys):
 
     code = main(["check", str(data["parquet"]), "--engine", "ray", "--ray-address", "127.0.0.1:1", "--no-progress"])
     assert code == 2 and "nothing answers there" in capsys.readouterr().err
+
+
+def test_a_cut_inside_a_value_is_never_folded(tmp_path):
+    """A valid record pretty-printed over several lines, cut in its middle: each side reads broken
+    lines, one per line, which alone would pass the line count; the part ending in an error
+    sends the file to one process."""
+    from doctor.checks.dataset.scan import fold_parts, scan_part
+
+    rec = {"id": "x", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    head = json.dumps(rec) + "\n"
+    pretty = json.dumps(rec, indent=2) + "\n"
+    data = tmp_path / "d.jsonl"
+    data.write_bytes((head + pretty + head).encode())
+    cut = len(head) + len(pretty) // 2
+    cut = data.read_bytes().index(b"\n", cut) + 1
+    text = data.read_bytes()
+    first_lines = text[:cut].count(b"\n")
+    parts = [scan_part(str(data), "llava", 0, cut, 0, 1, first_lines),
+             scan_part(str(data), "llava", cut, len(text), first_lines, 1 + first_lines,
+                       text[cut:].count(b"\n"))]
+    assert parts[0].ends_in_error
+    assert fold_parts(str(data), "llava", parts, 0.0) is None
