@@ -240,15 +240,20 @@ def _assemble(model: str, cfg: dict[str, Any], family: Family, image_dir: str | 
             kwargs.update({k: saved[k] for k in kwargs if saved.get(k) is not None})
     else:
         name, ip_kwargs = family.image_processor(cfg)
-        cls = getattr(transformers, name + "Pil", None) or getattr(transformers, name)  # 5.x: PIL class; 4.x: slow
-        image_processor = cls(**ip_kwargs)
+        try:  # 5.x: the PIL class (the default one needs torchvision); 4.x: the slow class is PIL
+            image_processor = (getattr(transformers, name + "Pil", None) or getattr(transformers, name))(**ip_kwargs)
+        except Exception as e:  # noqa: BLE001 - an old transformers without the class, or junk config values
+            raise ProcessorError(f"cannot build {name} from config.json's vision settings {ip_kwargs}: "
+                                 f"{type(e).__name__}: {short(e)}") from None
     template = getattr(tokenizer, "chat_template", None) or _chat_template(image_dir, tokenizer_dir, model)
-    cls = getattr(transformers, family.processor)
-    if family.video:
-        cls = _without_video(cls)
-        return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=template,
-                   **kwargs)
-    return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=template, **kwargs)
+    try:
+        cls = getattr(transformers, family.processor)
+        if family.video:
+            return _without_video(cls)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                       chat_template=template, **kwargs)
+        return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=template, **kwargs)
+    except Exception as e:  # noqa: BLE001 - e.g. a transformers older than these processor arguments
+        raise ProcessorError(f"cannot build {family.processor} from its parts: {type(e).__name__}: {short(e)}") from None
 
 
 def _without_video(cls: type) -> type:

@@ -27,9 +27,10 @@ def open_gates(folder: Path) -> None:
                     else t)
 
 
-def plant_nan(folder: Path, pattern: re.Pattern[str] = FIRST_TEXT_Q, row: int | None = None) -> str:
-    """Set one element (or one ``row``) of the first tensor whose on-disk name matches to NaN;
-    return that name."""
+def plant_nan(folder: Path, pattern: re.Pattern[str] = FIRST_TEXT_Q, row: int | None = None,
+              value: float = float("nan")) -> str:
+    """Set one element (or one ``row``) of the first tensor whose on-disk name matches to NaN (or
+    ``value``, e.g. inf); return that name."""
     from safetensors import safe_open
 
     with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
@@ -38,9 +39,9 @@ def plant_nan(folder: Path, pattern: re.Pattern[str] = FIRST_TEXT_Q, row: int | 
     def edit(k, t):
         if k == name:
             if row is None:
-                t.view(-1)[0] = float("nan")
+                t.view(-1)[0] = value
             else:
-                t[row] = float("nan")
+                t[row] = value
         return t
 
     rewrite_tensors(folder, edit)

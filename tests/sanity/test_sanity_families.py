@@ -80,12 +80,13 @@ def test_nan_weight_fails_stage_2_on_every_family(bare, family, tmp_path):
     assert statuses(result)[3] == "skip" and "NaN/inf logits" in result.stage(3).detail
 
 
-def test_nan_that_no_prompt_reaches_still_fails_stage_2(bare, tmp_path):
-    """A NaN embedding row of a token the prompts never use leaves the logits finite; the parameter
-    scan still finds it (any prompt with that token answers NaN)."""
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_that_no_prompt_reaches_still_fails_stage_2(bare, tmp_path, value):
+    """A NaN / inf embedding row of a token the prompts never use leaves the logits finite; the
+    parameter scan still finds it (any prompt with that token answers NaN)."""
     folder = tmp_path / "m"
     shutil.copytree(bare["llava"], folder)
-    plant_nan(folder, re.compile(r"embed_tokens\.weight$"), row=299)  # '<unused299>', never produced
+    plant_nan(folder, re.compile(r"embed_tokens\.weight$"), row=299, value=value)  # '<unused299>', never produced
     result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
     assert statuses(result)[2] == "fail"
     assert "although the logits for these images are finite" in messages(result, 2)
@@ -240,3 +241,11 @@ def test_qwen_without_any_chat_template_uses_its_chatml_turn(tmp_path):
     result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
     assert [statuses(result)[n] for n in (1, 2, 3, 4)] == ["pass"] * 4, result.findings
     assert result.stage(2).detail.endswith("(default prompt, no chat template)")
+
+
+def test_inf_weight_on_the_path_fails_stage_2(bare, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(bare["qwen2_5_vl"], folder)
+    plant_nan(folder, value=float("inf"))
+    result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
+    assert statuses(result)[2] == "fail" and "layers.0.self_attn.q_proj.weight" in messages(result, 2)
