@@ -159,8 +159,9 @@ def run_one(name: str, model: Path, args: list[str], expect: dict[int, str], wor
     with contextlib.redirect_stdout(io.StringIO()):
         rc = cli([*argv, "--output-format", "json", "-o", str(js)])
     wall = time.perf_counter() - started
-    doc = json.loads(js.read_text()) if js.exists() and rc in (0, 1) else {}
-    doc = (doc.get("sanity", {}).get("models") or [{}])[0]  # the report's sanity section (docs/report.md)
+    full = json.loads(js.read_text()) if js.exists() and rc in (0, 1) else {}
+    doc = (full.get("sanity", {}).get("models") or [{}])[0]  # the report's sanity section (docs/report.md)
+    findings = full.get("findings", [])  # the stages' findings are the report's (SAN001-SAN006)
     js.unlink(missing_ok=True)
     stages = doc.get("stages", [])
     got = {s["stage"]: s["status"] for s in stages}
@@ -173,7 +174,7 @@ def run_one(name: str, model: Path, args: list[str], expect: dict[int, str], wor
     for s in stages:
         mem = "" if s["peak_memory_bytes"] is None else f"{s['peak_memory_bytes'] / 2**20:9.1f} MiB {s['memory_kind']}"
         print(f"  {s['stage']} {s['name']:<18} {s['status']:<5} {s['seconds']:7.2f}s {mem:<20} {s['detail'][:150]}")
-        for f in s["findings"]:
+        for f in (f for f in findings if f["code"] == s.get("code")):
             print(f"      {f['code']} {f['severity']}: {f['message'][:240]}")
     return rec
 
@@ -364,7 +365,7 @@ def child(kind: str, model: str, mode: str, device: str) -> int:
     if kind == "sanity":
         import peft  # noqa: F401
 
-        from doctor.sanity import _load, _stages, run_sanity  # noqa: F401 - the modules the pass imports lazily
+        from doctor.sanity import load as _load, stages as _stages, run_sanity  # noqa: F401 - the modules the pass imports lazily
 
         started = time.perf_counter()
         result = run_sanity(model, device=device, dtype="auto" if mode in ("4bit", "8bit") else mode,
