@@ -377,6 +377,44 @@ class NoCudaForGpuPass(Check):
 
 
 @register
+class DatasetReaderMissing(Check):
+    """A parquet or Arrow dataset was given, but pyarrow is not installed: its rows go unchecked.
+
+    ## What it does
+    For each dataset given as a `.parquet` / `.arrow` file (Hugging Face shards, `save_to_disk`
+    files), checks that pyarrow, which vlm-doctor reads them with, is installed.
+
+    ## Why is this bad?
+    Without pyarrow every dataset check on that file is skipped: a gate would pass data it never
+    read. A warning, not an error: the trainer's own loader (`datasets`, which depends on pyarrow)
+    still reads the file; it is vlm-doctor that cannot.
+
+    ## Example
+    `vlm-doctor check data/train-00000-of-00004.parquet` after `pip install vlm-doctor` (the light
+    core, no extras).
+
+    ## How to fix
+    `pip install 'vlm-doctor[datasets]'` (pyarrow), then check again.
+    """
+
+    code = "ENV009"
+    name = "dataset-reader-missing"
+    severity = Severity.WARNING
+    artifacts = frozenset({"environment"})
+
+    def run(self, artifacts: list[Artifact]) -> Iterator:
+        import importlib.util
+
+        tables = [a.path for a in artifacts if "dataset" in a.kinds and a.meta.get("format") in ("parquet", "arrow")]
+        if not tables or importlib.util.find_spec("pyarrow") is not None:
+            return
+        shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+        yield self.finding(f"{len(tables)} parquet / Arrow dataset file(s) were not checked: pyarrow is not installed "
+                           f"({shown})", location=Location(key="pyarrow"),
+                           hint="pip install 'vlm-doctor[datasets]' (pyarrow), then check again")
+
+
+@register
 class ProbeFailed(Check):
     """Reading an installed package's metadata failed.
 

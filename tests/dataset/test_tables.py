@@ -191,3 +191,16 @@ def test_json_report_names_file_row_and_pointer(planted):
     row = planted["where"]["truncated-jpeg"]
     assert f["path"] == str(planted["parquet"]) and f["location"]["record"] == row
     assert f["location"]["pointer"] == f"/{row}/images/0"
+
+
+def test_without_pyarrow_the_environment_says_the_tables_went_unchecked(planted, monkeypatch):
+    """No silent pass: the skipped DAT checks are joined by an ENV009 warning naming the file."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name.split(".")[0] == "pyarrow" else real(name, *a, **k))
+    (f,) = [f for f in doctor.check(str(planted["parquet"]), select=["ENV009"]).findings]
+    assert f.severity.value == "warning" and str(planted["parquet"]) in f.message
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert doctor.check(str(planted["parquet"]), select=["ENV009"]).findings == []
