@@ -139,8 +139,8 @@ def run_job(job: Any, out: Path, dtype: str, max_shard_size: str | int, force: b
             progress: Callable[..., Any] | None, check: bool, reader: Any) -> MergeResult:
     """Write a planned job atomically: shards into a temporary sibling of ``out``, the small
     files after, config.json last, renamed into place only when everything is written."""
-    from doctor.fixers.merge.tensor_io import DTYPE_ARG, parse_size
     from doctor.fixers.merge.plan import check_disk, set_dtypes, shards_for, write_items
+    from doctor.fixers.merge.tensor_io import DTYPE_ARG, parse_size
 
     from doctor import __version__
     from doctor.atomic import atomic_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from doctor.fixers.convert.hf import hf_name, text_config_from_original
 from doctor.fixers.convert.plan import (
@@ -92,6 +93,16 @@ def plan_llava_lora(lora_dir: Path, base: str | Path | None, vision_tower: str |
     return job
 
 
+def read_non_lora(path: Path) -> dict[str, Any]:
+    """``non_lora_trainables.bin`` with its keys as LLaVA's builder strips them: ``base_model.``,
+    then ``model.`` when keys start ``model.model.`` (shared by both merge layouts)."""
+    state = load_bin(path)
+    state = {(k[len("base_model."):] if k.startswith("base_model.") else k): v for k, v in state.items()}
+    if any(k.startswith("model.model.") for k in state):
+        state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
+    return state
+
+
 def _add_non_lora(items: list[Item], lora_dir: Path, reader: TensorReader) -> int:
     """``non_lora_trainables.bin``, read as LLaVA's builder does: strip ``base_model.``, then
     ``model.`` when keys start ``model.model.``; each tensor replaces the base's or (the
@@ -99,10 +110,7 @@ def _add_non_lora(items: list[Item], lora_dir: Path, reader: TensorReader) -> in
     path = lora_dir / NON_LORA_TRAINABLES
     if not path.exists():
         return 0
-    state = load_bin(path)
-    state = {(k[len("base_model."):] if k.startswith("base_model.") else k): v for k, v in state.items()}
-    if any(k.startswith("model.model.") for k in state):
-        state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
+    state = read_non_lora(path)
     pseudo = f"{path}#stripped"
     reader.hold(pseudo, state)
     by_name = {it.name: it for it in items}

@@ -22,10 +22,11 @@ from typing import Any
 from doctor.checks.llava.builder import CLASS_FOR_TYPE, builder_branch, expected_projector, model_name_from_path
 from doctor.fixers.convert.plan import read_config
 from doctor.fixers.merge.files import carry_files, copy_if_exists, dtype_name, resolve_folder, write_json
+from doctor.fixers.merge.flows import read_non_lora
 from doctor.fixers.merge.keys import NameIndex
 from doctor.fixers.merge.lora import load_adapter
 from doctor.fixers.merge.plan import Item, Job, attach, folder_tensors, items_from, replace
-from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, load_bin, st_code
+from doctor.fixers.merge.tensor_io import TensorReader, TensorRef, st_code
 
 from doctor.errors import ArtifactError, UsageError
 from doctor.files import NON_LORA_TRAINABLES
@@ -96,10 +97,7 @@ def _add_non_lora(items: list[Item], run: Path, reader: TensorReader) -> int:
     if not path.exists():
         raise ArtifactError(f"{path} is missing: it holds the trained projector (LLaVA writes it at the end of "
                             "training); without it the merged model's projector would be the base's or random")
-    state = load_bin(path)
-    state = {(k[len("base_model."):] if k.startswith("base_model.") else k): v for k, v in state.items()}
-    if any(k.startswith("model.model.") for k in state):
-        state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
+    state = read_non_lora(path)
     pseudo = f"{path}#stripped"
     reader.hold(pseudo, state)
     by_name = {it.name: it for it in items}

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.fixers.merge.keys import NameIndex
+from doctor.fixers.merge.lora import Adapter, LoraModule, fold, fold_bias
 from doctor.fixers.merge.tensor_io import (
     FLOAT_CODES,
     Shard,
@@ -29,8 +31,6 @@ from doctor.fixers.merge.tensor_io import (
     write_index,
     write_shard,
 )
-from doctor.fixers.merge.keys import NameIndex
-from doctor.fixers.merge.lora import Adapter, LoraModule, fold, fold_bias
 
 from doctor.errors import ArtifactError
 

@@ -3,13 +3,13 @@ show a planted failure is real with the installed transformers."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from doctor.findings import Finding, Status
+from doctor.findings import Status
 from doctor.report import Report
 from doctor.runner import check
+from tests.helpers.checkpoint import assert_fails, by_code
 
 
 def run(path: str | Path, select: str, **options: Any) -> Report:
@@ -19,20 +19,8 @@ def run(path: str | Path, select: str, **options: Any) -> Report:
     return report
 
 
-def by_code(report: Report) -> dict[str, list[Finding]]:
-    out: dict[str, list[Finding]] = defaultdict(list)
-    for f in report.findings:
-        out[f.code].append(f)
-    return dict(out)
-
-
-def fails(report: Report, code: str, *needles: str) -> list[Finding]:
-    found = by_code(report).get(code)
-    assert found, f"{code} did not fire; findings: {[(f.code, f.message) for f in report.findings]}"
-    text = " | ".join(f.message for f in found)
-    for needle in needles:
-        assert needle in text, f"{needle!r} not in {text!r}"
-    return found
+# The CKP helpers' readers, under the names the Qwen tests use.
+fails = assert_fails
 
 
 def passes(report: Report, code: str) -> None:
@@ -51,8 +39,8 @@ def forward_error(info: Any, image_shape: tuple[int, int] = (56, 84)) -> str | N
     import torch
     import transformers
 
-    from doctor.testing.torch_context import single_thread
     from doctor.testing.qwen import qwen_inputs
+    from doctor.testing.torch_context import single_thread
 
     try:
         with single_thread():
