@@ -16,7 +16,7 @@ holding ``iter_N.pth`` or ``epoch_N.pth``: a file, or with DeepSpeed a folder of
 from __future__ import annotations
 
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 # ---- configs ---------------------------------------------------------------------------------
 MODEL_CONFIG = "config.json"
@@ -62,6 +62,9 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 GLOBAL_STEP_RE = re.compile(r"^global_step(\d+)$")
 FSDP_DIR_RE = re.compile(r"^pytorch_model_fsdp_\d+$")
 DISTCP_SUFFIX = ".distcp"
+# torch.distributed.checkpoint's metadata beside the .distcp files: ".metadata", or "__{rank}.metadata"
+# when ranks do not coordinate (filesystem.py _get_metadata_path); FileSystemReader pickle.load()s it
+DCP_METADATA_RE = re.compile(r"^(__\d+)?\.metadata$")
 XTUNER_PARTS = ("llm_adapter", "visual_encoder_adapter", "projector")
 
 # ---- model types -----------------------------------------------------------------------------
@@ -79,6 +82,17 @@ def checkpoint_step(name: str) -> int | None:
 def is_pickle_name(name: str) -> bool:
     """A file name torch.load / pickle.load / mmengine would open."""
     return name.lower().endswith(PICKLE_SUFFIXES)
+
+
+def is_dcp_metadata(path: str | PurePath) -> bool:
+    """A torch.distributed.checkpoint ``.metadata`` pickle: the name, beside ``*.distcp`` files."""
+    p = PurePath(path)
+    if not DCP_METADATA_RE.match(p.name):
+        return False
+    try:
+        return any(child.suffix == DISTCP_SUFFIX for child in Path(p.parent).iterdir())
+    except OSError:
+        return False
 
 
 def is_weight_name(name: str) -> bool:

@@ -33,7 +33,7 @@ from doctor.io.pickle.tensors import TensorMeta, collect
 if TYPE_CHECKING:
     import torch
 
-PICKLE_FORMATS = frozenset({"torch-zip", "torch-legacy", "torch-tar", "pickle", "zip-pickle"})
+PICKLE_FORMATS = frozenset({"torch-zip", "torch-legacy", "torch-tar", "pickle", "zip-pickle", "dcp"})
 _USES = {"call": "called", "new": "instantiated", "build": "given state"}
 
 __all__ = ["ScanIssue", "ScanResult", "TensorMeta", "UnsafePickleError", "scan", "tensor_infos", "safe_load",

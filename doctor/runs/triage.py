@@ -317,7 +317,12 @@ def recommend(a: RunAnalysis) -> Recommendation:
             reasons.append(f"every save comes after the loss became NaN/Inf or 0.0 (from step {bad}): none is worth "
                            "keeping; fix the cause (RUN101/RUN102) and train again")
         else:
-            reasons.append("no save is complete (see RUN201/RUN203/RUN204 for what each lacks)")
+            shards = sorted({st.kind for st in a.states if st.status == f"{st.kind} shards only"})
+            how = {"fsdp": "`accelerate merge-weights DIR/pytorch_model_fsdp_0 OUT` (FSDP)",
+                   "deepspeed": "`python zero_to_fp32.py DIR OUT` (DeepSpeed)"}
+            reasons.append("no save is complete (see RUN201/RUN203/RUN204 for what each lacks)" + (
+                f"; saves with only {' / '.join(shards)} shards load after "
+                + " or ".join(how[k] for k in shards) if shards else ""))
         return Recommendation(None, reasons, [], notes, resume_from=resume_from.save.name if resume_from else None)
     protected = {keep.save.name}
     if resume_from is not None:

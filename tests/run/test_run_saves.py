@@ -160,6 +160,45 @@ def test_fsdp_sharded_checkpoint(tmp_path):
     assert discover([str(ckpt)])[0].kinds >= {"run"}
 
 
+def _dcp_save(ckpt, model_state):
+    """What accelerate's save_fsdp_model / save_fsdp_optimizer write for SHARDED_STATE_DICT, with torch's dcp.save."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    optim = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)}}, "param_groups": [{"lr": 1e-4}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": model_state}, checkpoint_id=ckpt / "pytorch_model_fsdp_0")
+        dcp.save({"optimizer": optim}, checkpoint_id=ckpt / "optimizer_0")
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_real_fsdp_sharded_save_lora_or_full(tmp_path, lora):
+    """The .metadata tells a LoRA run's shards (RUN204, naming a LoRA key and the model folder, never
+    optimizer_0/) from a full-parameter sharded save (not a LoRA matter: no RUN204)."""
+    torch = pytest.importorskip("torch")
+    make_run(tmp_path, decreasing(20), 10)
+    ckpt = tmp_path / "checkpoint-20"
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (ckpt / name).unlink()
+    prefix = "model.base_model.model.model.layers.0.self_attn.q_proj"
+    state = ({f"{prefix}.base_layer.weight": torch.ones(4, 4), f"{prefix}.lora_A.default.weight": torch.ones(2, 4),
+              f"{prefix}.lora_B.default.weight": torch.zeros(4, 2)} if lora
+             else {"model.layers.0.self_attn.q_proj.weight": torch.ones(4, 4)})
+    _dcp_save(ckpt, state)
+    report = check(tmp_path)
+    if not lora:
+        assert "RUN204" not in finding_codes(report)
+        states = {st.save.name: st.status for st in analyze_run(tmp_path).states}
+        assert states["checkpoint-20"] == "fsdp shards only" and states["checkpoint-10"] == "complete"
+        return
+    f = only(report, "RUN204")
+    assert f.path == str(ckpt / "pytorch_model_fsdp_0") and "optimizer_0" not in f.hint
+    assert f.location.tensor.startswith(f"model.{prefix}.") and f.location.tensor.endswith(".weight")
+    assert f"accelerate merge-weights {ckpt / 'pytorch_model_fsdp_0'} {ckpt}-merged" in f.hint
+
+
 def test_empty_and_config_less_checkpoints(tmp_path):
     make_run(tmp_path, decreasing(30), 10)
     (tmp_path / "checkpoint-20" / "adapter_config.json").unlink()
@@ -249,3 +288,14 @@ def test_bin_weights_are_read_statically(tmp_path):
     f = only(check(tmp_path), "RUN204")
     assert f.path == str(ckpt / "pytorch_model.bin") and f.location.tensor == f"{prefix}.base_layer.weight"
     assert "torch.load(..., weights_only=True)" in f.hint
+
+
+def test_run_of_only_fsdp_shards_says_how_to_load_them(tmp_path):
+    torch = pytest.importorskip("torch")
+    make_run(tmp_path, decreasing(20), 10)
+    for ckpt in sorted(tmp_path.glob("checkpoint-*")):
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            (ckpt / name).unlink()
+        _dcp_save(ckpt, {"model.layers.0.self_attn.q_proj.weight": torch.ones(4, 4)})
+    rec = only(check(tmp_path), "RUN301")
+    assert "no save is complete" in rec.message and "`accelerate merge-weights DIR/pytorch_model_fsdp_0 OUT`" in rec.message

@@ -10,7 +10,7 @@ from pathlib import Path
 import doctor.io.pickle as package
 
 ROOT = Path(package.__file__).parent
-LAYER = {"values": 0, "allow": 0, "ops": 1, "calls": 1, "vm": 2, "tensors": 1, "streams": 3, "tar": 4,
+LAYER = {"values": 0, "allow": 0, "ops": 1, "calls": 1, "vm": 2, "tensors": 1, "streams": 3, "dcp": 3, "tar": 4,
          "containers": 5}
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from doctor.runs.hints import deepspeed_recovery, extract_adapter, llava_extras_hint, sibling_with
 from doctor.runs.triage import RunAnalysis, SaveState, human_size
 
+from pathlib import Path
+
+from doctor.files import FSDP_DIR_RE
 from doctor.findings import Location, Severity
+from doctor.io.pickle.dcp import saved_keys
 from doctor.registry import Check, register
 
 RUN = frozenset({"run"})
@@ -195,7 +199,8 @@ class LoraNotFolded(Check):
     ## What it does
     Finds full-model weights in a save whose tensor names contain `.base_layer.` (the state dict of
     a `PeftModel`, as `zero_to_fp32.py` or an FSDP full state dict writes it), and FSDP
-    `SHARDED_STATE_DICT` saves (`*.distcp`) with no adapter beside them.
+    `SHARDED_STATE_DICT` saves (`pytorch_model_fsdp_N/*.distcp`) with no adapter beside them whose
+    `.metadata` lists LoRA keys (or cannot be read; a full-parameter sharded save is not flagged).
 
     ## Why is this bad?
     Neither is a model nor an adapter: `from_pretrained` on it reports every `base_layer` and
@@ -224,10 +229,19 @@ class LoraNotFolded(Check):
                                    path=str(src), location=Location(tensor=st.unfolded[0]),
                                    hint=extract_adapter(run_analysis.layout, src))
             elif st.save.fsdp_dirs and not st.save.adapter_weights and not st.save.model_weights:
-                shard_dir = st.save.path / st.save.fsdp_dirs[0]
+                # the model's shards (accelerate: pytorch_model_fsdp_N/), never optimizer_N/ beside them
+                model_dir = next((d for d in st.save.fsdp_dirs if d == "." or FSDP_DIR_RE.match(d)), None)
+                if model_dir is None:
+                    continue
+                shard_dir = st.save.path / model_dir
+                keys = saved_keys(shard_dir)
+                lora = next((k for k in keys or () if "lora_" in k or ".base_layer." in k), None)
+                if keys is not None and lora is None:
+                    continue  # a full-parameter sharded save: no LoRA to fold
                 yield self.finding(
-                    f"{st.save.label}: weights only as FSDP sharded checkpoint ({st.save.fsdp_dirs[0]}/*.distcp)",
-                    path=str(shard_dir),
+                    f"{st.save.label}: weights only as FSDP sharded checkpoint ({Path(model_dir) / '*.distcp'})"
+                    + (f", LoRA unfolded ({lora})" if lora else ""),
+                    path=str(shard_dir), location=Location(tensor=lora) if lora else None,
                     hint=f"Run `accelerate merge-weights {shard_dir} {st.save.path}-merged` (writes model.safetensors), "
                          "then extract the adapter: " + extract_adapter(run_analysis.layout, None))
 

@@ -7,12 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from doctor.artifacts import Artifact
-from doctor.files import LLAVA_PLAIN_LOAD, PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, WEIGHT_SUFFIXES
+from doctor.files import (
+    DISTCP_SUFFIX,
+    LLAVA_PLAIN_LOAD,
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    WEIGHT_SUFFIXES,
+    is_dcp_metadata,
+)
 from doctor.findings import Severity
 from doctor.registry import Check, fixture, register
 
 ARTIFACTS = frozenset({"model", "adapter", "llava-lora", "llava-original", "xtuner", "weights", "pickle", "run"})
-SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX)
+SUFFIXES = (*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX, DISTCP_SUFFIX)
 # how deep a folder artifact is walked: run/checkpoint-N/global_stepN/*.pt, XTuner
 # work_dirs/<config>/iter_N.pth/global_stepN/*.pt
 WALK_DEPTH = 5
@@ -23,7 +30,8 @@ _SEVERITY = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Sever
 def sec_files(artifact: Artifact, path: str, artifacts: list[Artifact]) -> list[str]:
     """Every pickle-bearing or safetensors file of an artifact, whatever the layout: the file
     itself, or a bounded walk of the folder (optimizer and scheduler states, ``rng_state*.pth``,
-    DeepSpeed ``global_stepN/``, mmengine ``iter_N.pth/`` folders, sub-folders of a run), leaving
+    DeepSpeed ``global_stepN/``, mmengine ``iter_N.pth/`` folders, FSDP's torch.distributed.checkpoint
+    ``*.distcp`` shards and their ``.metadata`` pickle, sub-folders of a run), leaving
     out sub-folders that are artifacts of their own in this run (they are scanned there)."""
     root = Path(path)
     if root.is_file():
@@ -40,7 +48,10 @@ def _walk(folder: Path, depth: int, found: list[str], others: set[Path]) -> None
     except OSError:
         return
     for child in children:
-        if child.name.startswith(".") or child in others:
+        if child in others or child.name.startswith(".") and not is_dcp_metadata(child):
+            continue
+        if is_dcp_metadata(child):
+            found.append(str(child))  # pickle.load()ed by torch.distributed.checkpoint on resume
             continue
         if child.name.lower().endswith(SUFFIXES) and (child.is_file() or child.is_symlink() and not child.exists()):
             found.append(str(child))  # a dangling link (a Hub cache blob gone missing) is reported as unreadable
@@ -124,7 +135,9 @@ class DisallowedGlobal(_ScanIssueCheck):
     as `functools.partial`, `pkgutil.resolve_name` or `operator.attrgetter` that deny-list scanners
     miss. `torch.load(weights_only=False)`, `pickle.load`, and the LLaVA builder's plain
     `torch.load` of `non_lora_trainables.bin` / `mm_projector.bin` under its pinned torch 2.1.2
-    all run it.
+    all run it. Resuming an FSDP sharded checkpoint (`pytorch_model_fsdp_0/`, `optimizer_0/`) runs
+    it too: torch.distributed.checkpoint `pickle.load`s `.metadata` and `torch.load`s every
+    non-tensor item of the `*.distcp` shards with `weights_only=False` (each item is scanned).
 
     ## Example
     `non_lora_trainables.bin: pickle #1 imports builtins.exec (STACK_GLOBAL; called)`.
@@ -142,6 +155,10 @@ class DisallowedGlobal(_ScanIssueCheck):
         if Path(path).name in LLAVA_PLAIN_LOAD:
             return ("Do not load this folder with LLaVA's builder: it calls torch.load on this file without "
                     "weights_only. Get the file from a trusted source, or re-create it by re-running training.")
+        if path.endswith(DISTCP_SUFFIX) or is_dcp_metadata(path):
+            return ("Do not resume from or load this torch.distributed.checkpoint folder: its .metadata is read "
+                    "with pickle.load and its non-tensor items with torch.load(weights_only=False). Re-create it "
+                    "by re-running training from a trusted checkpoint.")
         return None
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from doctor.files import DEEPSPEED_STATE_RE, RNG_STATE_RE, TRAINING_ARGS, in_mmengine_save
+from doctor.files import DCP_METADATA_RE, DEEPSPEED_STATE_RE, RNG_STATE_RE, TRAINING_ARGS, in_mmengine_save
 
 _TORCH_TYPES = (
     "BFloat16 Bool Byte Char Double Float Half Int Long Short".split()
@@ -106,6 +106,22 @@ _NUMPY_ARRAYS: dict[str, frozenset[str]] = {
     "numpy.dtype": frozenset({"call", "build"}),
 }
 
+# torch.distributed.checkpoint's .metadata (torch/distributed/checkpoint/metadata.py and filesystem.py;
+# torch <= 2.2 kept TensorProperties and the memory-format enum in distributed/_shard/sharded_tensor/metadata.py):
+# dataclasses built from their fields, the enum called with its value, the checkpoint id as a path
+_DCP = "torch.distributed.checkpoint."
+_DCP_CLASSES = (
+    f"{_DCP}metadata.Metadata {_DCP}metadata.MetadataIndex {_DCP}metadata.StorageMeta "
+    f"{_DCP}metadata.TensorProperties {_DCP}metadata.TensorStorageMetadata {_DCP}metadata.ChunkStorageMetadata "
+    f"{_DCP}metadata.BytesStorageMetadata {_DCP}filesystem._StorageInfo "
+    "torch.distributed._shard.sharded_tensor.metadata.TensorProperties"
+).split()
+_DCP_CALLED = (
+    f"{_DCP}metadata._MEM_FORMAT_ENCODING torch.distributed._shard.sharded_tensor.metadata.MEM_FORMAT_ENCODING "
+    "pathlib.PosixPath pathlib.WindowsPath pathlib.PurePosixPath pathlib.PureWindowsPath "
+    "pathlib._local.PosixPath pathlib._local.WindowsPath pathlib._local.PurePosixPath pathlib._local.PureWindowsPath"
+).split()
+
 EXTRAS: dict[str, dict[str, frozenset[str]]] = {
     "training-args": {
         **{name: frozenset({"call"}) for name in _TRAINER_ENUMS},
@@ -120,6 +136,10 @@ EXTRAS: dict[str, dict[str, frozenset[str]]] = {
         "deepspeed.runtime.fp16.loss_scaler.LossScaler": frozenset({"new", "build"}),
         "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler": frozenset({"new", "build"}),
         "deepspeed.utils.tensor_fragment.fragment_address": frozenset({"call", "new", "build"}),
+    },
+    "dcp-metadata": {
+        **{name: frozenset({"new", "build"}) for name in _DCP_CLASSES},
+        **{name: frozenset({"call"}) for name in _DCP_CALLED},
     },
     "mmengine": {
         **_NUMPY_ARRAYS,
@@ -147,13 +167,15 @@ _UNVETTED_CLASS = re.compile(r"^[A-Z]\w*(Arguments|Config)$")
 
 def role_of(path: str) -> str | None:
     """Which vetted extras a file may use, from its name and folder (``doctor.files`` patterns):
-    ``training-args``, ``rng-state``, ``deepspeed``, ``mmengine`` or ``deepspeed+mmengine``."""
+    ``training-args``, ``rng-state``, ``dcp-metadata``, ``deepspeed``, ``mmengine`` or ``deepspeed+mmengine``."""
     p = PurePath(path)
     name = p.name
     if name == TRAINING_ARGS:
         return "training-args"
     if RNG_STATE_RE.match(name):
         return "rng-state"
+    if DCP_METADATA_RE.match(name):
+        return "dcp-metadata"
     roles = []
     if DEEPSPEED_STATE_RE.search(name):
         roles.append("deepspeed")

@@ -11,6 +11,9 @@ loaders find them, plus what a file really is when it is not what its name says.
 - torch tar (before 0.4): the ``sys_info``, ``pickle``, ``storages`` and ``tensors`` members,
   pickles interleaved with raw data, walked as torch's ``legacy_load`` reads them.
 - a plain pickle stream: every concatenated pickle up to the end of the file.
+- a torch.distributed.checkpoint shard (``*.distcp``, FSDP's sharded saves): one ``torch.save``
+  archive per item, each walked like a torch zip (``dcp`` finds them; its ``.metadata`` is a
+  plain pickle stream).
 
 torch decides "zip" only when the file starts with ``PK\\x03\\x04``; a zip with a prefix is read
 as a legacy pickle, so both the prefix and the zip entries are scanned (a polyglot).
@@ -24,7 +27,10 @@ import tarfile
 import zipfile
 from typing import IO
 
-from doctor.files import LFS_POINTER_PREFIX
+from pathlib import Path
+
+from doctor.files import DISTCP_SUFFIX, LFS_POINTER_PREFIX
+from doctor.io.pickle import dcp
 from doctor.io.pickle.streams import Walk, walk_pickles
 from doctor.io.pickle.tar import walk_tar_members
 
@@ -40,6 +46,8 @@ def walk_file(path: str) -> Walk:
         head = f.read(64)
         if size == 0:
             return Walk("empty", "an empty file")
+        if path.lower().endswith(DISTCP_SUFFIX):
+            return _walk_distcp(path, f, size)
         if head.startswith(b"PK\x03\x04"):
             return _walk_zip(path, Walk("zip"))
         if head.startswith(LFS_PREFIX):
@@ -94,6 +102,28 @@ def _zip_inside(path: str) -> bool:
         return False
 
 
+def _walk_distcp(path: str, f: IO[bytes], size: int) -> Walk:
+    walk = Walk("dcp", "a torch.distributed.checkpoint shard (a torch.save archive per item)")
+    spans = dcp.item_spans(Path(path))
+    if not spans:  # no metadata, or none that places anything in this file: find the archives themselves
+        spans = dcp.archive_spans(Path(path))
+        walk.detail += "; no .metadata beside it places its items: found by their zip records"
+    for offset, length in spans:
+        label = f"item at byte {offset:,}"
+        if offset < 0 or length <= 0 or offset + length > size:
+            walk.note("malformed", f"{label}: the metadata places {length:,} bytes there, past the end of the "
+                      f"{size:,}-byte file (an interrupted save or copy)", None, offset)
+            continue
+        try:
+            z = dcp.open_item(f, offset, length)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+            walk.note("malformed", f"{label}: not a torch.save archive: {e}", None, offset)
+            continue
+        with z:
+            _walk_archive(z, walk, f"{label}: ")
+    return walk
+
+
 def _walk_zip(path: str, walk: Walk) -> Walk:
     try:
         z = zipfile.ZipFile(path)
@@ -101,30 +131,35 @@ def _walk_zip(path: str, walk: Walk) -> Walk:
         walk.note("malformed", f"a zip archive that cannot be read: {e}")
         return walk
     with z:
-        infos = z.infolist()
-        pickles = [i for i in infos if not i.is_dir() and i.filename.endswith(".pkl")]
-        names = [i.filename for i in infos]
-        if walk.format == "zip":
-            torch_like = any(n.endswith("/data.pkl") for n in names)
-            script = any("/code/" in n for n in names)
-            walk.format = "torch-zip" if torch_like else ("zip-pickle" if pickles else "zip")
-            walk.detail = ("a TorchScript archive" if script else "a torch zip checkpoint") if torch_like else (
-                "a zip archive with pickles" if pickles else f"a zip archive of {len(names)} entries without any pickle")
-        if infos and min(i.header_offset for i in infos) > 0 and walk.format != "pickle":
-            walk.note("polyglot", f"{min(i.header_offset for i in infos):,} bytes precede the zip archive: torch.load "
-                      "does not see a zip there and unpickles the prefix instead", None, 0)
-        for name in sorted({n for n in names if names.count(n) > 1}):
-            walk.note("polyglot", f"the zip holds {names.count(name)} entries named {name}: zip readers "
-                      "disagree on which one they load", name, None, "warning")
-        for info in infos:
-            if info.is_dir():
-                continue
-            if info.flag_bits & 0x1:
-                walk.note("malformed", "encrypted zip entry: it cannot be verified", info.filename)
-                continue
-            if info in pickles or _entry_looks_pickled(z, info):
-                _scan_entry(z, info, walk)
+        _walk_archive(z, walk)
     return walk
+
+
+def _walk_archive(z: zipfile.ZipFile, walk: Walk, label: str = "") -> None:
+    """Every pickle of one open archive; entries are named ``label`` + their name."""
+    infos = z.infolist()
+    pickles = [i for i in infos if not i.is_dir() and i.filename.endswith(".pkl")]
+    names = [i.filename for i in infos]
+    if walk.format == "zip":
+        torch_like = any(n.endswith("/data.pkl") for n in names)
+        script = any("/code/" in n for n in names)
+        walk.format = "torch-zip" if torch_like else ("zip-pickle" if pickles else "zip")
+        walk.detail = ("a TorchScript archive" if script else "a torch zip checkpoint") if torch_like else (
+            "a zip archive with pickles" if pickles else f"a zip archive of {len(names)} entries without any pickle")
+    if infos and min(i.header_offset for i in infos) > 0 and walk.format != "pickle":
+        walk.note("polyglot", f"{min(i.header_offset for i in infos):,} bytes precede the zip archive: "
+                  "torch.load does not see a zip there and unpickles the prefix instead", label[:-2] or None, 0)
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        walk.note("polyglot", f"the zip holds {names.count(name)} entries named {name}: zip readers "
+                  "disagree on which one they load", label + name, None, "warning")
+    for info in infos:
+        if info.is_dir():
+            continue
+        if info.flag_bits & 0x1:
+            walk.note("malformed", "encrypted zip entry: it cannot be verified", label + info.filename)
+            continue
+        if info in pickles or _entry_looks_pickled(z, info):
+            _scan_entry(z, info, walk, label)
 
 
 def _entry_looks_pickled(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
@@ -139,17 +174,18 @@ def _entry_looks_pickled(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
     return head[:1] == b"\x80" and 2 <= head[1] <= 5
 
 
-def _scan_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, walk: Walk) -> None:
+def _scan_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, walk: Walk, label: str = "") -> None:
     import io
 
+    entry = label + info.filename
     try:
         with z.open(info) as raw:
             if info.file_size <= _IN_MEMORY:
                 data = raw.read()
-                walk_pickles(io.BytesIO(data), 0, len(data), info.filename, walk)
+                walk_pickles(io.BytesIO(data), 0, len(data), entry, walk)
             else:
-                walk_pickles(raw, 0, info.file_size, info.filename, walk)  # type: ignore[arg-type]
+                walk_pickles(raw, 0, info.file_size, entry, walk)  # type: ignore[arg-type]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
-        walk.note("malformed", f"zip entry cannot be read: {e}", info.filename)
+        walk.note("malformed", f"zip entry cannot be read: {e}", entry)
 
 
