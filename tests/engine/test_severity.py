@@ -46,6 +46,19 @@ def test_every_reviewed_check_says_what_the_loader_does():
     assert not silent, f"these explanations name no loader: {silent}"
 
 
+def test_a_severity_paragraph_belongs_to_its_own_check():
+    """A "Severity: ..." paragraph of an explanation names the check's own severity, once (the RUN
+    family once carried its siblings' paragraphs in the first class of each file)."""
+    load_all()
+    wrong = []
+    for code, cls in REGISTRY.items():
+        paragraphs = [p for p in (cls.__doc__ or "").split("\n\n") if p.strip().startswith("Severity:")]
+        words = [re.match(r"\s*Severity:\s*(\w+)", p).group(1).lower() for p in paragraphs]
+        if len(words) > 1 or words and words[0] != cls.severity.value:
+            wrong.append((code, cls.severity.value, words))
+    assert not wrong
+
+
 def _safetensors(path: Path, header: str, data: bytes) -> Path:
     raw = header.encode()
     raw += b" " * (-len(raw) % 8)

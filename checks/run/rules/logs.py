@@ -43,23 +43,6 @@ class TrainerStateUnreadable(Check):
     Severity: warning. No loader reads trainer_state.json for inference, so the weights are fine;
     resuming from that save raises, which RUN205 reports as an error when it is the newest save.
 
-    Severity: error. The optimizer steps on NaN gradients and silently writes NaN into the weights: the
-    saves after it are a wrong model.
-
-    Severity: error. The run trained on wrong data (no label to learn from) and nothing fails.
-
-    Severity: warning. Nothing fails and the run may still be right (a tiny learning rate on purpose);
-    the causes that are certainly wrong have their own errors (RUN102, RUN106, RUN109).
-
-    Severity: warning when the loss did not recover (later saves are likely worse), info when it did;
-    nothing fails and the weights are what training made.
-
-    Severity: error when non-finite norms persist (the weights are being silently destroyed), warning
-    for the first fp16 steps the loss scaler skips (the weights are untouched by those steps).
-
-    Severity: error. The saves silently equal the initial adapter: the run yields a wrong (untrained)
-    model without any failure.
-
     ## Example
     A `trainer_state.json` cut short by a full disk: `{"best_metric": null, "epoch": 1.2, "log_his`
 
@@ -92,6 +75,9 @@ class LossNotFinite(Check):
     ## Why is this bad?
     A NaN loss makes NaN gradients; the optimizer step writes NaN into the adapter, and every save
     after that step holds NaN weights (a merged model then outputs garbage or `!!!!`).
+
+    Severity: error. The optimizer steps on NaN gradients and silently writes NaN into the weights: the
+    saves after it are a wrong model.
 
     ## Example
     `{"loss": NaN, "learning_rate": 0.0002, "step": 340}`
@@ -135,6 +121,8 @@ class LossZero(Check):
     learn from. In LLaVA the usual cause is `WARNING: tokenization mismatch`: the conversation
     template (`--version`) does not match the LLM, and every label is set to IGNORE_INDEX.
 
+    Severity: error. The run trained on wrong data (no label to learn from) and nothing fails.
+
     ## Example
     `{"loss": 0.0, "grad_norm": 0.0, "learning_rate": 0.0002, "step": 10}` at every step.
 
@@ -174,6 +162,9 @@ class LossNotDecreasing(Check):
     defaults r 64, alpha 16), a learning rate too low or stuck at 0, target modules that miss the
     LLM, or labels that are all masked.
 
+    Severity: warning. Nothing fails and the run may still be right (a tiny learning rate on purpose);
+    the causes that are certainly wrong have their own errors (RUN102, RUN106, RUN109).
+
     ## Example
     Median 2.31 over steps 1-20, median 2.30 over steps 51-100.
 
@@ -212,6 +203,9 @@ class LossSpike(Check):
     ## Why is this bad?
     A spike that does not recover means the optimizer left a good region (too high a learning
     rate, fp16 overflow, a corrupt batch); saves after it are worse than the ones before.
+
+    Severity: warning when the loss did not recover (later saves are likely worse), info when it did;
+    nothing fails and the weights are what training made.
 
     ## Example
     Loss 1.1, 1.0, 1.05, ... then 7.9 at step 120, and 3.0 after.
@@ -256,6 +250,9 @@ class GradNormNotFinite(Check):
     a few at the start are harmless. Non-finite norms that persist, or under bf16/fp32, mean the
     optimizer is stepping on NaN gradients and the weights are being destroyed.
 
+    Severity: error when non-finite norms persist (the weights are being silently destroyed), warning
+    for the first fp16 steps the loss scaler skips (the weights are untouched by those steps).
+
     ## Example
     `{"grad_norm": NaN, "loss": 1.73, "step": 800}`
 
@@ -296,6 +293,9 @@ class LearningRateZero(Check):
     ## Why is this bad?
     Nothing was trained: the adapter at every save equals its initialisation (lora_B all zeros),
     so merging it changes nothing.
+
+    Severity: error. The saves silently equal the initial adapter: the run yields a wrong (untrained)
+    model without any failure.
 
     ## Example
     `--learning_rate 0`, or a custom scheduler / DeepSpeed `WarmupLR` with `warmup_max_lr: 0`.

@@ -31,10 +31,6 @@ class WarmupNeverFinished(Check):
 
     Severity: warning. The model is undertrained, not wrong: nothing fails and more steps would fix it.
 
-    Severity: info. A different recipe can be deliberate; it is named so it can be ruled out.
-
-    Severity: error. Nothing was learned and nothing fails: the saves silently equal the start.
-
     ## Example
     `--warmup_steps 500 --max_steps 300`: the learning rate climbs to 60% of its peak and stops.
 
@@ -94,6 +90,8 @@ class LoraRecipeDiffers(Check):
     (r 64, alpha 16: scale 0.25) are a common reason for "LoRA learned nothing" when the scripts'
     flags are dropped.
 
+    Severity: info. A different recipe can be deliberate; it is named so it can be ruled out.
+
     ## Example
     `r 64, lora_alpha 16 (scale 0.25)` against the recipe's `r 128, lora_alpha 256 (scale 2)`.
 
@@ -150,6 +148,8 @@ class GradNormZero(Check):
     No gradient reaches the trainable weights, so nothing is learned. The classic cause is gradient
     checkpointing (reentrant) on a model whose inputs do not require grad: with the base frozen
     for LoRA, the checkpointed blocks see no input that needs a gradient and return none.
+
+    Severity: error. Nothing was learned and nothing fails: the saves silently equal the start.
 
     ## Example
     `--gradient_checkpointing True` with a PEFT model and no `enable_input_require_grads()`.

@@ -37,16 +37,6 @@ class CheckpointIncomplete(Check):
     the run's final output holds both files: that is how LLaVA's train.py saves, and copying them in
     completes the save.
 
-    Severity: warning. The saves are what the training made and load fine; the cause, when certain
-    (learning rate 0, all labels masked, no gradient), is its own error (RUN106, RUN102, RUN109).
-
-    Severity: error. Loading raises a size mismatch, or yields an adapter with no weights.
-
-    Severity: error. from_pretrained silently initialises the real weights randomly (a wrong model),
-    and an FSDP sharded save has no weights file any loader reads.
-
-    Severity: info: a recommendation, not a defect.
-
     ## Example
     `out/checkpoint-6000/` holds adapter_model.safetensors and adapter_config.json only.
 
@@ -112,6 +102,9 @@ class AdapterStoppedChanging(Check):
     arrive (all labels masked, gradient checkpointing without input grads), or an optimizer that
     skips every step. The compute between those saves was wasted and later saves are no better.
 
+    Severity: warning. The saves are what the training made and load fine; the cause, when certain
+    (learning rate 0, all labels masked, no gradient), is its own error (RUN106, RUN102, RUN109).
+
     ## Example
     `checkpoint-200` and `checkpoint-400` hold the same `lora_A` / `lora_B` values.
 
@@ -160,6 +153,8 @@ class Zero3EmptySave(Check):
     `stage3_gather_16bit_weights_on_model_save` writes `torch.Size([0])` tensors (or none). Loading
     fails with `size mismatch for ...lora_B.default.weight: copying a param with shape torch.Size([0])`.
 
+    Severity: error. Loading raises a size mismatch, or yields an adapter with no weights.
+
     ## Example
     `adapter_model.safetensors` with `lora_A.weight` of shape `[0]`, next to `global_step500/`.
 
@@ -206,6 +201,9 @@ class LoraNotFolded(Check):
     Neither is a model nor an adapter: `from_pretrained` on it reports every `base_layer` and
     `lora_A.default` key as unexpected and initialises the real weights randomly; PEFT cannot load
     it as an adapter either.
+
+    Severity: error. from_pretrained silently initialises the real weights randomly (a wrong model),
+    and an FSDP sharded save has no weights file any loader reads.
 
     ## Example
     `model.safetensors` with `base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight`
@@ -259,6 +257,8 @@ class CheckpointRecommendation(Check):
     ## Why is this bad?
     It is not: this is information. Checkpoints of a 7B LoRA run with optimizer state take
     gigabytes each, and the last one is not always the best one.
+
+    Severity: info: a recommendation, not a defect.
 
     ## Example
     `keep checkpoint-400 (lowest eval loss 1.21 at step 400); safe to delete: checkpoint-200 (2.1 GB), ...`
