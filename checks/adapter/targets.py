@@ -145,6 +145,20 @@ def language_only_regex(targets: Any, base: BaseModel) -> str | None:
     return None
 
 
+def language_regex_from(language_modules: list[str], leaves: list[str]) -> str:
+    """A ``target_modules`` regex (peft full-matches it against module names) that keeps the
+    adapted language-model modules' leaves and nothing of the vision tower or projector, written
+    in the adapter's own key layout: ``language_model.model.layers`` (transformers 4.x llava),
+    ``model.language_model.layers`` (5.x), ``model.layers`` (Qwen2-VL before 4.52, where the
+    language model has no ``language_model`` name). Falls back to ``.*language_model.*``."""
+    alts = "|".join(map(re.escape, leaves))
+    prefixes = {layouts.strip_peft_prefix(m).partition(".layers.")[0] for m in language_modules
+                if ".layers." in layouts.strip_peft_prefix(m)}
+    if len(prefixes) == 1:
+        return rf"{re.escape(prefixes.pop())}\.layers\.\d+\..*\.({alts})"
+    return rf".*language_model.*\.({alts})"
+
+
 def pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
     """peft's ``get_pattern_key``: the first key matching ``(.*\\.)?key$`` wins."""
     for key, value in pattern.items():

@@ -95,6 +95,31 @@ def test_vision_tower_and_merger_targets_flagged(bases, tmp_path, family, recipe
     fails(adp(adapter, base), "ADP010", *needles)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_adp010_regex_keeps_the_language_model_in_the_adapters_own_layout(bases, tmp_path, legacy):
+    """The regex ADP010 offers, given to peft on the same base, adapts the language model and
+    nothing of the vision tower; for an adapter written by transformers < 4.52 it is written in
+    that layout (``model.layers.*``: there is no ``language_model`` in the names to match)."""
+    import re
+
+    base = bases["qwen2_5_vl"]
+    adapter = make_qwen_lora_adapter(base, tmp_path / "a", target_modules=list(LEAVES))
+    if legacy:
+        _as_legacy_adapter(adapter, list(LEAVES))
+    (found,) = fails(adp(adapter, base), "ADP010", "vision-tower module")
+    regex = re.search(r"target_modules = '(.+)'\.$", found.hint).group(1).replace("\\\\", "\\")
+    names = {m.removeprefix("base_model.model.") for m in lora_modules(adapter)}
+    kept = {n for n in names if re.fullmatch(regex, n)}
+    assert kept and not any("visual" in n for n in kept)
+    assert kept == {n for n in names if ".layers." in n and "visual" not in n}
+    if legacy:
+        assert regex.startswith(r"model\.layers") and all(n.startswith("model.layers.") for n in kept)
+        return
+    retrained = make_qwen_lora_adapter(base, tmp_path / "b", target_modules=regex)  # what peft does with it
+    assert lora_modules(retrained) and not any("visual" in m for m in lora_modules(retrained))
+    passes(adp(retrained, base), "ADP010")
+
+
 def test_trl_bare_list_on_qwen2_vl_stays_in_the_language_model(bases, tmp_path):
     # the twin of the Qwen2.5-VL case: Qwen2-VL's vision blocks use qkv / proj / fc1 / fc2
     adapter = make_qwen_lora_adapter(bases["qwen2_vl"], tmp_path / "a", target_modules=list(LEAVES))

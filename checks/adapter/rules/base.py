@@ -11,7 +11,13 @@ from typing import Any
 from doctor.checks.adapter.fixtures import AdapterTensors, Versions
 from doctor.checks.adapter.reading import BaseModel, resolve_base
 from doctor.checks.adapter.keys import KeyPlan, plan_keys
-from doctor.checks.adapter.targets import Resolution, language_only_regex, parts_of, renamed_entries
+from doctor.checks.adapter.targets import (
+    Resolution,
+    language_only_regex,
+    language_regex_from,
+    parts_of,
+    renamed_entries,
+)
 
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, fixture, register
@@ -205,7 +211,9 @@ class VisionTowerAdapted(Check):
     `target_modules: ["q_proj", "v_proj"]` on `LlavaForConditionalGeneration`.
 
     ## How to fix
-    Limit targets to the language model with a regex, e.g. `.*language_model.*\\.(q_proj|v_proj)`.
+    Limit targets to the language model with a regex in the adapter's own key layout (the message
+    gives it), e.g. `model\\.language_model\\.layers\\.\\d+\\..*\\.(q_proj|v_proj)` (transformers 5
+    llava), `model\\.layers\\.\\d+\\..*\\.(q_proj|v_proj)` (Qwen2-VL before transformers 4.52).
     """
 
     code = "ADP010"
@@ -222,7 +230,7 @@ class VisionTowerAdapted(Check):
         where = ", ".join(f"{len(v)} {k} module(s)" for k, v in (("vision-tower", vision), ("projector", projector)) if v)
         targets = lora_config.get("target_modules")
         leaves = sorted({t.rsplit(".", 1)[-1] for t in targets}) if isinstance(targets, list) else ["q_proj", "v_proj"]
-        regex = rf".*language_model.*\.({'|'.join(map(re.escape, leaves))})"
+        regex = language_regex_from(parts["language"], leaves)
         yield self.finding(f"the adapter also adapts {where}, e.g. {(vision or projector)[0]!r}",
                            path=_cfg(path), location=Location(key="target_modules"),
                            hint=f"If unintended, retrain with target_modules = {regex!r}.",
