@@ -37,9 +37,10 @@ def file_problems(scan: DatasetScan) -> None:
             _values_in_json(scan)
     elif scan.layout == "array" and ext == ".jsonl":
         P.add(DAT.ARRAY_IN_JSON_LINES_FILE, Problem(
-            "the file is named .jsonl but holds one JSON array: JSON Lines readers (datasets, LLaMA-Factory) "
-            "parse it line by line and fail on the first line", None, None, 1, 1,
-            fix=repair("write one record per line (.fixed.jsonl)")))
+            "the file is named .jsonl but holds one JSON array: datasets' json builder (LLaMA-Factory, TRL) "
+            "and LLaVA's json.load still load it, whole, into memory; line-by-line JSON Lines readers "
+            "(pandas.read_json(lines=True), `json.loads` per line) fail on the first line", None, None, 1, 1,
+            severity=Severity.WARNING, fix=repair("write one record per line (.fixed.jsonl)")))
     if scan.records == 0 and scan.stopped_at is None:
         what = "no records: the file is empty" if scan.layout == "empty" else "no records: the array is empty"
         P.add(DAT.EMPTY_DATASET, Problem(f"{what}; the trainer stops with \"num_samples=0\"", None, None, 1, 1))

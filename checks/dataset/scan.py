@@ -377,7 +377,9 @@ class _Ids:
         fixable = set(self.types) <= {str, int, float}
         scan.problems.add(DAT.MIXED_FIELD_TYPES, Problem(
             f"\"id\" is {desc} (first {names.get(rare_type, rare_type.__name__)} at record {first}): "
-            "datasets/pyarrow cannot build one column from mixed types", first, f"/{first}/id",
+            "datasets before 5.0 (LLaMA-Factory pins <=4.0.0) refuse the file (\"changed from string to number\"); "
+            "datasets 5 loads them as one Json column and turns numeric-looking string ids into numbers "
+            "(\"000123\" -> 123)", first, f"/{first}/id",
             scan.line_of(first), severity=Severity.WARNING,
             fix=repair("write every id as a string") if fixable else None))
 

@@ -170,11 +170,14 @@ class MixedFieldTypes(DatasetCheck):
     some are numbers.
 
     ## Why is this bad?
-    `datasets.load_dataset("json", ...)` builds one Arrow column per field and fails on mixed types
-    ("changed from string to number"), which LLaMA-Factory and TRL use to load data.
+    `datasets.load_dataset("json", ...)`, which LLaMA-Factory and TRL load with, builds one Arrow
+    column per field: datasets before 5.0 raise `DatasetGenerationError` ("Column(/id) changed
+    from string to number", tested with 3.6 and 4.0; LLaMA-Factory pins `datasets<=4.0.0`);
+    datasets 5 loads the column as its `Json` type and turns string ids that look like numbers into
+    numbers (`"000123"` comes back as `123`, tested with 5.2).
 
-    Severity: warning, because `json.load` (LLaVA) does not care; datasets-based loaders may refuse
-    the column, which this check names.
+    Severity: warning, because `json.load` (LLaVA) and datasets 5 load it; datasets before 5
+    refuses the file, which this check names.
 
     ## Example
     `{"id": "000123", ...}` and `{"id": 124, ...}` in one file.
