@@ -85,4 +85,15 @@ def image_sentence(s: dict[str, Any]) -> str:
 def token_sentence(s: dict[str, Any]) -> str:
     return (f"tokens per record (text, template and images): p50 {s['p50']:,}, p90 {s['p90']:,}, p99 {s['p99']:,}, "
             f"max {s['max']:,}; {s['over_max_length']:,} record(s) over {s['max_length']:,} "
-            f"({s['max_length_source']}); image tokens: {s['image_tokens']}; template: {s['template']}")
+            f"({s['max_length_source']}); image tokens: {s['image_tokens']}; template: {s['template']}"
+            + video_sentence(s))
+
+
+def video_sentence(s: dict[str, Any]) -> str:
+    """The video part of the token summary (empty without videos)."""
+    if not s.get("videos_counted") and not s.get("videos_not_counted"):
+        return ""
+    out = f"; video tokens: {s['video_tokens']:,} in {s['videos_counted']:,} video(s) ({s['video_rule']})"
+    if s["videos_not_counted"]:
+        out += f"; {s['videos_not_counted']:,} video(s) not counted (not measured, unreadable, or no video input)"
+    return out
