@@ -8,7 +8,9 @@ boxes / chunks FFmpeg's demuxers read them from:
 - ISO BMFF (MP4, MOV, M4V, 3GP): the ``moov`` box wherever it sits (faststart or at the end; the
   reader seeks from box header to box header and never reads ``mdat``), the first ``trak`` whose
   ``hdlr`` handler is ``vide``: ``mdhd`` timescale and duration (FFmpeg's ``mov_read_mdhd``, then
-  the smaller of that and the ``stts`` sum, as ``mov_read_stts`` does), the sample count of
+  the smaller of that and the ``stts`` sum, as ``mov_read_stts`` does, and of the edit list's
+  length, as ``mov_fix_index`` does: ``elst`` segment durations, movie timescale of ``mvhd``
+  rescaled to the track's, empty edits included), the sample count of
   ``stsz`` / ``stz2`` (``stts``'s when neither), and the width / height of the first visual
   sample entry of ``stsd``. A fragmented file (``mvex`` in ``moov``) keeps its samples in
   ``moof`` boxes: FFmpeg reports 0 frames for it, the duration from the fragments.
@@ -216,25 +218,32 @@ def _iso(f: BinaryIO, size: int) -> VideoInfo:
     f.seek(body)
     buf = f.read(end - body)
     fragmented = any(k == b"mvex" for k, _, _ in _sub(buf, 0, len(buf)))
+    movie_scale = 0
+    mvhd = _child(buf, 0, len(buf), b"mvhd")
+    if mvhd is not None and mvhd[1] - mvhd[0] >= 24:
+        movie_scale = struct.unpack_from(">I", buf, mvhd[0] + (20 if buf[mvhd[0]] == 1 else 12))[0]
     for kind, tb, te in _sub(buf, 0, len(buf)):
         if kind != b"trak":
             continue
         track = _trak(buf, tb, te)
         if track is None:
             continue
-        timescale, duration, samples, stts_count, stts_sum, width, height = track
+        timescale, duration, samples, stts_count, stts_sum, width, height, edits = track
         if fragmented:
             raise VideoError("unmeasured", "a fragmented MP4 (its samples are in moof boxes)", container)
         frames = samples if samples is not None else stts_count
         if stts_sum:
             duration = min(duration, stts_sum) if duration else stts_sum
+        if edits and frames and movie_scale:  # av_rescale: rounded to nearest, halves away from 0
+            length = sum((e * timescale + movie_scale // 2) // movie_scale for e in edits)
+            duration = min(duration, length)
         seconds = Fraction(duration, timescale) if timescale else None
         fps = Fraction(frames, 1) / seconds if seconds and frames else None
         return VideoInfo(frames, seconds, width, height, container, "header", fps)
     raise VideoError("no-video-stream", "no video track (no trak with a 'vide' handler)", container)
 
 
-def _trak(buf: bytes, start: int, end: int) -> tuple[int, int, int | None, int, int, int, int] | None:
+def _trak(buf: bytes, start: int, end: int) -> tuple[int, int, int | None, int, int, int, int, list[int]] | None:
     mdia = _child(buf, start, end, b"mdia")
     if mdia is None:
         return None
@@ -271,7 +280,17 @@ def _trak(buf: bytes, start: int, end: int) -> tuple[int, int, int | None, int, 
             elif kind == b"stsd" and e - b >= 8 + 8 + 28:
                 entry = b + 8  # version/flags, entry_count, then the first sample entry
                 width, height = struct.unpack_from(">HH", buf, entry + 8 + 24)
-    return timescale, duration, samples, stts_count, stts_sum, width, height
+    edits: list[int] = []  # segment durations of the edit list, in the movie's timescale
+    edts = _child(buf, start, end, b"edts")
+    elst = _child(buf, *edts, b"elst") if edts is not None else None
+    if elst is not None and elst[1] - elst[0] >= 8:
+        b, e = elst
+        wide = buf[b] == 1
+        n = struct.unpack_from(">I", buf, b + 4)[0]
+        size = 20 if wide else 12
+        for k in range(min(n, (e - b - 8) // size)):
+            edits.append(struct.unpack_from(">Q" if wide else ">I", buf, b + 8 + k * size)[0])
+    return timescale, duration, samples, stts_count, stts_sum, width, height, edits
 
 
 def _child(buf: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
