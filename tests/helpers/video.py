@@ -126,3 +126,29 @@ def broken_videos(folder: Path, good: Path) -> dict[str, Path]:
         "DAT216": audio_only(folder / "audio.mp4"),
         "DAT215-image": renamed_jpeg(folder / "photo.mp4"),
     }
+
+
+def sharegpt(videos: list[Any], question: str = "What happens in the clip?", answer: str = "A cat jumps.",
+             placeholders: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A LLaMA-Factory sharegpt record: ``placeholders`` <video> (default one per video) first."""
+    n = len(videos) if placeholders is None else placeholders
+    return {"conversations": [{"from": "human", "value": "<video>" * n + question},
+                              {"from": "gpt", "value": answer}], "videos": videos, **extra}
+
+
+def typed(video: str | None, question: str = "What happens?", answer: str = "It rains.") -> dict[str, Any]:
+    """A messages record with a typed video part (its own ``path``, or none: filled from ``videos``)."""
+    part = {"type": "video", "path": video} if video else {"type": "video"}
+    return {"messages": [{"role": "user", "content": [part, {"type": "text", "text": question}]},
+                         {"role": "assistant", "content": answer}]}
+
+
+def write_json(path: Path, records: list[dict[str, Any]]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        path.write_text(json.dumps(records, indent=1))
+    return path
