@@ -119,7 +119,7 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         if not listed and n_images:
             c.records_with_images += 1
     if video_slots or "videos" in rec or videos:
-        _videos(c, rec, i, line, col, video_slots, videos, embedded[1])
+        _videos(c, rec, i, line, col, video_slots, videos, embedded[1], n_images != 0)
     n = len(roles)
     if None not in roles and not (
         n > 1 and roles[0::2].count("user") == (n + 1) // 2 and roles[1::2].count("assistant") == n // 2
@@ -142,12 +142,12 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
 
 
 def _videos(c: RecordChecker, rec: dict, i: int, line: int, col: int, slots: list[tuple[int, int]],
-            inline: list[tuple[str, tuple[Any, ...]]], embedded: int) -> None:
-    listed = c.listed_videos(rec, i, line, col)
+            inline: list[tuple[str, tuple[Any, ...]]], embedded: int, with_images: bool) -> None:
+    listed = c.listed_videos(rec, i, line, col, with_images=with_images)
     for path, parts in inline:
         c.video_ref(path, i, parts)
     if listed is None and (inline or embedded):
-        c._video_record(i)
+        c.video_record(i, with_images)
     if listed is not None and listed < 0:
         return
     check_video_placeholders(c.problems, rec, i, line, col, (listed or 0) + len(inline) + embedded, slots,

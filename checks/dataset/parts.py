@@ -52,6 +52,7 @@ def fold_checker(into: RecordChecker, part: RecordChecker) -> None:
             into.video_key.append(kid)
     into.video_refs += part.video_refs
     into.records_with_videos += part.records_with_videos
+    into.video_only_records += part.video_only_records
     if into.video_records_first is None:
         into.video_records_first = part.video_records_first
     for turns, count in part.turns.items():

@@ -83,6 +83,7 @@ class RecordChecker:
         self.video_refs = 0
         self.records_with_videos = 0
         self.video_records_first: int | None = None
+        self.video_only_records = 0  # records with videos and no image
 
     # ---- LLaVA -----------------------------------------------------------------------------
     def llava(self, rec: dict, i: int, line: int, col: int) -> None:
@@ -125,7 +126,7 @@ class RecordChecker:
                 placeholders = [(j, v.count(IMAGE_TOKEN)) for j, v in enumerate(values) if IMAGE_TOKEN in v]
         self.chars.append(chars)
         if "videos" in rec:
-            self._sharegpt_videos(rec, i, line, col, conv)
+            self._sharegpt_videos(rec, i, line, col, conv, n_images != 0)
         if (not alternating or len(roles) % 2) and None not in roles:
             if self._sharegpt(rec, roles):
                 roles = check_sharegpt(P, rec, i, line, col, roles)
@@ -266,9 +267,9 @@ class RecordChecker:
                              "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
         return None
 
-    def _sharegpt_videos(self, rec: dict, i: int, line: int, col: int, conv: list) -> None:
+    def _sharegpt_videos(self, rec: dict, i: int, line: int, col: int, conv: list, with_images: bool) -> None:
         """LLaMA-Factory's sharegpt ``videos`` column against the ``<video>`` placeholders."""
-        n = self.listed_videos(rec, i, line, col)
+        n = self.listed_videos(rec, i, line, col, with_images=with_images)
         slots = [(j, t["value"].count(VIDEO_TOKEN)) for j, t in enumerate(conv)
                  if type(t) is dict and type(t.get("value")) is str and VIDEO_TOKEN in t["value"]]
         if n is not None and n >= 0:
@@ -333,7 +334,8 @@ class RecordChecker:
         return len(items) if ok else -1
 
 
-    def listed_videos(self, rec: dict, i: int, line: int, col: int, key: str = "videos") -> int | None:
+    def listed_videos(self, rec: dict, i: int, line: int, col: int, key: str = "videos",
+                      with_images: bool = False) -> int | None:
         """Register the videos listed under ``key`` as LLaMA-Factory reads that column
         (``_find_medias`` wraps a single value in a list; ``_regularize_videos`` opens a path with
         ``av.open``, or takes a list of frame images as a video already sampled). Their number;
@@ -359,7 +361,7 @@ class RecordChecker:
                 self._field_problem(rec, i, line, col, where, item,
                                     "a video path string (or a list of frame image paths)")
         if items:
-            self._video_record(i)
+            self.video_record(i, with_images)
         return len(items) if ok else -1
 
     def video_ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
@@ -373,8 +375,10 @@ class RecordChecker:
                 self.keys.append(parts)
             self.video_key.append(kid)
 
-    def _video_record(self, i: int) -> None:
+    def video_record(self, i: int, with_images: bool) -> None:
+        """Count record ``i`` as one with videos (``with_images``: it has images too)."""
         self.records_with_videos += 1
+        self.video_only_records += not with_images
         if self.video_records_first is None:
             self.video_records_first = i
 

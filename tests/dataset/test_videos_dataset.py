@@ -62,6 +62,9 @@ def test_a_clean_dataset_with_videos_is_clean(world, clean):
     assert {c for c, fs in found.items() if any(f.severity.name != "INFO" for f in fs)} == set(), found
     summary = " ".join(f.message for f in found["DAT903"])
     assert "video tokens:" in summary and "in 4 video(s)" in summary and "not counted" not in summary
+    numbers = found["DAT901"][0].message
+    assert "3 with images" not in numbers and "1 with images, 1 text-only" in numbers  # video records are not text
+    assert "3 records with videos, 4 video references to 3 distinct files" in numbers
 
 
 def test_placeholder_counts(world):
