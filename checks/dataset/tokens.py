@@ -130,8 +130,12 @@ def _turns(rec: dict, scan: DatasetScan, images: ImageReport | None, spec: Visio
         role = turn.get("from" if llava else "role")
         text = _text(turn.get("value" if llava else "content"), inline)
         media = _media(text) if "<" in text else ""
-        if llava and not sharegpt and "i" in media:
-            media = "i"  # LLaVA's preprocess_multimodal keeps one <image> per turn
+        if llava and not sharegpt and media:
+            # LLaVA's preprocess_multimodal keeps one <image> per turn; <video> is plain text to it
+            media = "i" if "i" in media else ""
+            out.append((isinstance(role, str) and role.strip().lower() in _ASSISTANT, media))
+            texts.append(text.replace("<image>", "") if media else text)
+            continue
         out.append((isinstance(role, str) and role.strip().lower() in _ASSISTANT, media))
         texts.append(text.replace("<image>", "").replace("<video>", "") if media else text)
     paths = _paths(rec, llava)
@@ -145,8 +149,7 @@ def _turns(rec: dict, scan: DatasetScan, images: ImageReport | None, spec: Visio
         listed = iter(_video_items(rec))
         for path in inline or [None] * sum(m.count("v") for _, m in out):
             item = path if path is not None else next(listed, None)
-            n = _video_tokens(item, scan, images, videos, spec, report)
-            video_tokens.append(n)
+            video_tokens.append(_video_tokens(item, scan, images, videos, spec, report))
     return out, tokens, video_tokens
 
 
@@ -176,7 +179,7 @@ def _video_tokens(item: Any, scan: DatasetScan, images: ImageReport | None, vide
     """One video's tokens (0, counted as not counted, when unknown)."""
     info = None
     frames = 0
-    if type(item) is str:
+    if type(item) is str and item:
         checker = scan.checker
         ref = checker.videos.get(item) if checker is not None else None
         info = videos.info_of(ref) if videos is not None and ref is not None else None
@@ -246,10 +249,12 @@ def _text(content: Any, inline: list[str | None] | None = None) -> str:
 
 
 def _part_path(part: dict) -> str | None:
+    """The file a video part names; "" for a part carrying a URL or data (not measured); None
+    for a part without either (filled from the record's ``videos``)."""
     from doctor.checks.dataset.messages import inline_path
 
-    path, _key, _data = inline_path(part, ("video", "path", "url", "value"), "video_url")
-    return path
+    path, _key, data = inline_path(part, ("video", "path", "url", "value"), "video_url")
+    return path if path else "" if data else None
 
 
 def _paths(rec: dict, llava: bool) -> list[str]:

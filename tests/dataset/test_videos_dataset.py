@@ -201,3 +201,21 @@ def test_ray_gives_the_single_process_report(world, tmp_path):
     distributed = doctor.check(str(data), model=qwen, tokenizer=qwen, engine="ray", jobs=2)
     assert comparable(distributed) == comparable(local)
     assert {"DAT212", "DAT115", "DAT216"} <= {f.code for f in local.findings}
+
+
+def test_typed_video_parts_are_counted_in_order(world, clean):  # clean: writes pic.png
+    qwen = str(world["qwen"].path)
+    url = typed(None)
+    url["messages"][0]["content"][0] = {"type": "video", "url": "https://example.com/v.mp4"}
+    recs = [typed("clips/a.mp4"), typed(None) | {"videos": ["clips/c.avi"]}, url]
+    data = write_json(world["root"] / "typed.jsonl", recs)
+    found = codes(doctor.check(str(data), model=qwen, tokenizer=qwen, select=["DAT1", "DAT2", "DAT9"]))
+    assert not {"DAT115", "DAT212", "DAT215"} & set(found)
+    summary = found["DAT903"][0].message
+    assert "in 2 video(s)" in summary and "1 video(s) not counted" in summary  # the URL is not measured
+    # A LLaVA record (no "videos" column) with "<video>" in its text: plain text to LLaVA, no finding.
+    llava = write_json(world["root"] / "llava.json", [
+        {"conversations": [{"from": "human", "value": "<image>What is a <video> tag?"},
+                           {"from": "gpt", "value": "HTML."}], "image": "pic.png"}])
+    found = codes(doctor.check(str(llava), select=["DAT1", "DAT2"]))
+    assert not found, found
