@@ -34,13 +34,15 @@ NOT_MEASURED_SHOWN = 5
 
 
 def check_video_placeholders(P: Problems, rec: dict, i: int, line: int | None, col: int | None, n_videos: int,
-                             slots: list[tuple[int, int]], field: str, value_key: str) -> None:
+                             slots: list[tuple[int, int]], field: str, value_key: str,
+                             at: tuple[Any, ...] | None = None) -> None:
     """``slots``: (turn index, ``<video>`` placeholders or video parts in it); LLaMA-Factory
-    raises unless their total equals the number of videos."""
+    raises unless their total equals the number of videos. ``at``: the pointer parts to report
+    at (default the first slot's turn, else ``field``)."""
     total = sum(c for _, c in slots)
     if total == n_videos:
         return
-    where = (field, slots[0][0], value_key) if slots else (field,)
+    where = at if at is not None else (field, slots[0][0], value_key) if slots else (field,)
     what = (f"{total} <video> placeholder(s) for {n_videos} video(s)" if n_videos else
             f"{total} <video> placeholder(s) but no video")
     P.record(DAT.VIDEO_PLACEHOLDER_COUNT, i, line, col, where,

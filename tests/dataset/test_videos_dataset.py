@@ -219,3 +219,15 @@ def test_typed_video_parts_are_counted_in_order(world, clean):  # clean: writes 
                            {"from": "gpt", "value": "HTML."}], "image": "pic.png"}])
     found = codes(doctor.check(str(llava), select=["DAT1", "DAT2"]))
     assert not found, found
+
+
+def test_alpaca_records_with_videos(world):
+    recs = [{"instruction": "<video>Describe.", "output": "Rain.", "videos": ["clips/a.mp4"]},
+            {"instruction": "Describe.", "output": "Rain.", "videos": ["clips/a.mp4"]},
+            {"instruction": "Describe.", "output": "Rain.", "videos": ["clips/missing.mp4"],
+             "history": [["<video>Before?", "Sun."]]}]
+    data = write_json(world["root"] / "alpaca.jsonl", recs)
+    found = codes(doctor.check(str(data), select=["DAT1", "DAT2"]))
+    assert [f.location.record for f in found["DAT115"]] == [1]  # 0 and 2 match (history counts too)
+    assert found["DAT115"][0].location.pointer == "/1/instruction"
+    assert [f.location.record for f in found["DAT212"]] == [2]
