@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems, describe
-
 from doctor.findings import Location, Severity
 
 if TYPE_CHECKING:

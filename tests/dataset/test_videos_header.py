@@ -10,8 +10,17 @@ pytest.importorskip("av")
 
 from doctor.io import video as video_io
 from doctor.io.video import VideoError, probe_video, pyav_info, read_video_header
-from tests.helpers.video import CLIPS, FRAGMENTED, WEBM, audio_only, codec_available, encode, html_page, \
-    renamed_jpeg, truncated
+from tests.helpers.video import (
+    CLIPS,
+    FRAGMENTED,
+    WEBM,
+    audio_only,
+    codec_available,
+    encode,
+    html_page,
+    renamed_jpeg,
+    truncated,
+)
 
 
 @pytest.fixture(scope="module")

@@ -56,10 +56,9 @@ def video_settings(model) -> dict:
 def derived_tokens(path, settings: dict, s: VideoSampling) -> int:
     """The count from PyAV's numbers, LLaMA-Factory's steps written out here, and transformers'
     smart_resize: an oracle that shares no code with vlm-doctor's."""
+    import av
     import numpy as np
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    import av
 
     with av.open(str(path)) as container:
         stream = next(st for st in container.streams if st.type == "video")
