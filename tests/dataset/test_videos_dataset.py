@@ -231,3 +231,22 @@ def test_alpaca_records_with_videos(world):
     assert [f.location.record for f in found["DAT115"]] == [1]  # 0 and 2 match (history counts too)
     assert found["DAT115"][0].location.pointer == "/1/instruction"
     assert [f.location.record for f in found["DAT212"]] == [2]
+
+
+def test_a_video_given_as_its_frames(world, clean):
+    from doctor.checks.dataset.tokens import video_tokens_of
+    from doctor.checks.dataset.vision import vision_spec
+    from doctor.families.resize import VideoSampling
+    from doctor.io.video import VideoInfo
+
+    frames = ["pic.png", "pic.png", "pic.png"]  # already sampled: LLaMA-Factory takes them as they are
+    data = write_json(world["root"] / "frames.json", [sharegpt([frames]), sharegpt([["pic.png", "gone.png"]])])
+    qwen = str(world["qwen"].path)
+    found = codes(doctor.check(str(data), model=qwen, tokenizer=qwen, select=["DAT1", "DAT2", "DAT903"]))
+    assert "DAT115" not in found
+    assert [f.location.pointer for f in found["DAT201"]] == ["/1/videos/0/1"]  # each frame is an image
+    one = video_tokens_of(VideoInfo(3, None, 40, 30, "frames"), vision_spec(qwen), VideoSampling(), sampled=3)
+    assert one == video_tokens_of(VideoInfo(4, None, 40, 30, "frames"), vision_spec(qwen), VideoSampling(), 4)
+    two = video_tokens_of(VideoInfo(2, None, 40, 30, "frames"), vision_spec(qwen), VideoSampling(), sampled=2)
+    assert two < one  # 3 frames are padded to 4: two temporal groups; 2 frames: one
+    assert f"video tokens: {one + two:,} in 2 video(s)" in found["DAT903"][0].message

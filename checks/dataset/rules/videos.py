@@ -69,7 +69,9 @@ class VideosNotSupported(DatasetCheck):
         if not options.model:
             raise Skip("no --model: which model the videos are for is unknown")
         supported, family = video_support(options.model)
-        if supported is not False:
+        if supported is None:
+            raise Skip(f"model type {family}: whether LLaMA-Factory's template for it takes videos is not known here")
+        if supported:
             return
         problems = Problems()
         problems.add(self.code, unsupported_problem(dataset_scan, options.model, family))
