@@ -42,6 +42,50 @@ class Options:
     max_length: int | None = None  # token budget of the DAT3xx checks (default: from the model/tokenizer)
     engine: str = "local"  # local | ray: where the dataset pass runs (checks/dataset/distributed.py)
     ray_address: str | None = None  # an existing Ray cluster (default: start one on this machine)
+    # The trainer's video sampling (LLaMA-Factory's model arguments of the same names and defaults):
+    video_fps: float = 2.0
+    video_maxlen: int = 128
+    video_max_pixels: int = 256 * 256
+    video_min_pixels: int = 16 * 16
+
+
+VIDEO_OPTIONS = (  # (option, type, default, help): LLaMA-Factory's hparams/model_args.py
+    ("--video-fps", float, 2.0, "frames sampled per second of video, as LLaMA-Factory's video_fps (default: 2.0)"),
+    ("--video-maxlen", int, 128, "most frames sampled per video, as LLaMA-Factory's video_maxlen (default: 128)"),
+    ("--video-max-pixels", int, 256 * 256, "frames larger than this many pixels are shrunk, as LLaMA-Factory's "
+                                           "video_max_pixels (default: 65536)"),
+    ("--video-min-pixels", int, 16 * 16, "frames smaller than this many pixels are grown, as LLaMA-Factory's "
+                                         "video_min_pixels (default: 256)"),
+)
+
+
+def add_video_options(group: Any) -> None:
+    """The trainer's video sampling, for the token budget of datasets with videos."""
+    for flag, kind, _default, text in VIDEO_OPTIONS:
+        group.add_argument(flag, type=kind, metavar="N", help=text)
+
+
+def video_options(pick: Any) -> dict[str, Any]:
+    """``Options`` keyword arguments of the video sampling: command line, then configuration
+    (``pick(name, default)``), then LLaMA-Factory's defaults; a value that is not positive is a
+    usage error."""
+    out: dict[str, Any] = {}
+    for flag, kind, default, _text in VIDEO_OPTIONS:
+        name = flag[2:]
+        try:
+            value = kind(pick(name, default))
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value <= 0:
+            from doctor.errors import UsageError
+
+            raise UsageError(f"{flag} must be a positive number, got {pick(name, default)!r}")
+        out[name.replace("-", "_")] = value
+    if out["video_max_pixels"] < out["video_min_pixels"]:
+        from doctor.errors import UsageError
+
+        raise UsageError("--video-max-pixels cannot be smaller than --video-min-pixels (LLaMA-Factory refuses it too)")
+    return out
 
 
 def codes(value: str) -> list[str]:

@@ -6,6 +6,7 @@ Shared inputs, computed once per dataset and handed to the checks by name:
   record once and runs every structure, conversation and placeholder check on it, collecting
   problems by code (capped), image references and counts. DAT0xx/DAT1xx read their problems here.
 - ``dataset_images``: every distinct image at ``--images`` level, in parallel (DAT2xx).
+- ``dataset_videos``: every distinct video measured from its container header (DAT212-DAT217).
 - ``dataset_tokens``: a second streaming pass that tokenizes the turns, only with ``--tokenizer``
   or ``--model`` (DAT3xx). Only this one imports ``tokenizers`` (or transformers, for a
   tokenizer without tokenizer.json); nothing here imports torch.
@@ -23,6 +24,7 @@ from doctor.checks.dataset.rules import (  # noqa: F401 - importing registers th
     records,
     tokens,
     turns,
+    videos,
 )
 
 from doctor.errors import Skip
@@ -70,11 +72,21 @@ def dataset_images(dataset_scan, options, progress):
 
 
 @fixture
-def dataset_tokens(dataset_scan, dataset_images, options, progress):
+def dataset_videos(dataset_scan, options):
+    """Every distinct video, measured from its container header (``doctor.checks.dataset.videos.VideoReport``)."""
+    from doctor.checks.dataset.videos import check_videos, not_measured_problem
+
+    report = check_videos(dataset_scan, options)
+    not_measured_problem(report, dataset_scan)
+    return report
+
+
+@fixture
+def dataset_tokens(dataset_scan, dataset_images, dataset_videos, options, progress):
     """Token counts per record (``doctor.checks.dataset.tokens.TokenReport``; ``skipped`` without a tokenizer)."""
     from doctor.checks.dataset.tokens import count_tokens
 
-    return count_tokens(dataset_scan, dataset_images, options, progress)
+    return count_tokens(dataset_scan, dataset_images, options, progress, dataset_videos)
 
 
 @fixture

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe
 from doctor.checks.dataset.order import check_placeholders
+from doctor.checks.dataset.videos import check_video_placeholders
 
 if TYPE_CHECKING:
     from doctor.checks.dataset.records import RecordChecker
 
 IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
 MISSING_FIELD, WRONG_TYPE = DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE
 _MISSING: Any = object()
 LOADER = "LLaMA-Factory's alpaca converter"
@@ -77,6 +79,14 @@ def check_alpaca(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> No
     c.turns[len(roles)] = c.turns.get(len(roles), 0) + 1
     listed = c.listed_images(rec, i, line, col)
     n_images = 0 if listed is None else listed
+    if "videos" in rec:  # LLaMA-Factory's alpaca columns include videos, with <video> placeholders
+        n_videos = c.listed_videos(rec, i, line, col, with_images=n_images != 0)
+        if n_videos is not None and n_videos >= 0:
+            texts = [text] + [t for pair in history or () if type(pair) is list for t in pair if type(t) is str]
+            total = sum(t.count(VIDEO_TOKEN) for t in texts) + (
+                output.count(VIDEO_TOKEN) if type(output) is str else 0)
+            check_video_placeholders(P, rec, i, line, col, n_videos, [(0, total)] if total else [],
+                                     "instruction", "", at=("instruction",))
     if n_images >= 0 and (slots or n_images):
         last = len(roles) - 1 - (roles[-1] == "assistant")  # the instruction's turn
 

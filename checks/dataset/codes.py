@@ -42,6 +42,8 @@ class DAT:
     IMAGE_PLACEHOLDER_WITHOUT_IMAGE: Final = "DAT112"  # ImagePlaceholderWithoutImage
     IMAGE_PLACEHOLDER_MISPLACED: Final = "DAT113"  # ImagePlaceholderMisplaced
     MULTI_IMAGE_RECORDS: Final = "DAT114"  # MultiImageRecords
+    VIDEO_PLACEHOLDER_COUNT: Final = "DAT115"  # VideoPlaceholderCount
+    VIDEOS_NOT_SUPPORTED: Final = "DAT116"  # VideosNotSupported
     IMAGE_MISSING: Final = "DAT201"  # ImageMissing
     IMAGE_IS_FOLDER: Final = "DAT202"  # ImageIsFolder
     IMAGE_EMPTY: Final = "DAT203"  # ImageEmpty
@@ -53,6 +55,12 @@ class DAT:
     IMAGE_PATH_ESCAPES_ROOT: Final = "DAT209"  # ImagePathEscapesRoot
     IMAGE_FOLDER_WRONG: Final = "DAT210"  # ImageFolderWrong
     IMAGE_TOO_SMALL: Final = "DAT211"  # ImageTooSmall
+    VIDEO_MISSING: Final = "DAT212"  # VideoMissing
+    VIDEO_IS_FOLDER: Final = "DAT213"  # VideoIsFolder
+    VIDEO_EMPTY: Final = "DAT214"  # VideoEmpty
+    VIDEO_UNREADABLE: Final = "DAT215"  # VideoUnreadable
+    VIDEO_WITHOUT_VIDEO_STREAM: Final = "DAT216"  # VideoWithoutVideoStream
+    VIDEO_NOT_MEASURED: Final = "DAT217"  # VideoNotMeasured
     RECORD_TRUNCATED: Final = "DAT301"  # RecordTruncated
     ANSWERS_TRUNCATED: Final = "DAT302"  # AnswersTruncated
     IMAGE_TOKENS_TRUNCATED: Final = "DAT303"  # ImageTokensTruncated

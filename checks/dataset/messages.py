@@ -14,6 +14,11 @@ The variants the loaders document, each accepted as its loader accepts it:
   ``images``;
 - LLaMA-Factory v1 parts ``{"type": "text" | "image_url" | "video_url" | "audio_url" |
   "reasoning" | "tool_call", "value": ...}`` (``_to_hf_messages`` reads ``content["value"]``).
+
+Videos the same way: a ``videos`` list with ``<video>`` placeholders in string content
+(LLaMA-Factory), typed ``{"type": "video"}`` / ``"video_url"`` parts, one that names its own file
+(``"video"``, ``"path"``, ``"url"``, ``"value"``) registered as such, the others filled from
+``videos``; a count that differs is DAT115 (``checks/dataset/videos.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe, repair
 from doctor.findings import Severity
 from doctor.checks.dataset.order import SIDE_ROLES, check_order, check_placeholders
+from doctor.checks.dataset.videos import check_video_placeholders
 
 if TYPE_CHECKING:
     from doctor.checks.dataset.records import RecordChecker
@@ -34,9 +40,11 @@ ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "as
 IMAGE_PARTS = frozenset({"image", "image_url"})
 # Part types some loader knows: transformers chat templates (text, image, video, audio), TRL,
 # LLaMA-Factory v1 (text, reasoning, tool_call, image_url, video_url, audio_url), OpenAI's API.
-OTHER_PARTS = frozenset({"video", "audio", "video_url", "audio_url", "reasoning", "tool_call", "thinking",
+VIDEO_PARTS = frozenset({"video", "video_url"})
+OTHER_PARTS = frozenset({"audio", "audio_url", "reasoning", "tool_call", "thinking",
                          "input_audio", "input_text", "output_text"})
 IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
 UNKNOWN_ROLE, EMPTY_FIELD = DAT.UNKNOWN_ROLE, DAT.EMPTY_FIELD
 MISSING_FIELD, WRONG_TYPE, PH_MISSING = DAT.MISSING_FIELD, DAT.WRONG_FIELD_TYPE, DAT.IMAGE_PLACEHOLDER_MISSING
 WARNING = Severity.WARNING
@@ -57,7 +65,9 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         return
     listed = c.listed_images(rec, i, line, col)
     inline: list[tuple[str, tuple[Any, ...]]] = []
-    embedded = [0]  # image parts carrying data, not a file (base64, bytes)
+    embedded = [0, 0]  # image / video parts carrying data, not a file (base64, bytes, a URL)
+    videos: list[tuple[str, tuple[Any, ...]]] = []  # video parts naming their own file
+    video_slots: list[tuple[int, int]] = []
     typed = False
     roles: list[str | None] = []
     slots: list[tuple[int, int]] = []
@@ -74,15 +84,19 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
             chars += len(content)
             if IMAGE_TOKEN in content:
                 slots.append((j, content.count(IMAGE_TOKEN)))
+            if VIDEO_TOKEN in content:
+                video_slots.append((j, content.count(VIDEO_TOKEN)))
             if (not content or content.isspace()) and not m.get("tool_calls"):
                 c._empty_turn(rec, i, line, col, ("messages", j, "content"), role)
         elif type(content) is list:
             typed = True
-            n, text = _parts(c, rec, i, j, line, col, content, inline, embedded)
+            n, text, nv = _parts(c, rec, i, j, line, col, content, inline, embedded, videos)
             chars += text
             if n:
                 slots.append((j, n))
-            elif not text and not m.get("tool_calls"):
+            if nv:
+                video_slots.append((j, nv))
+            if not n and not nv and not text and not m.get("tool_calls"):
                 c._empty_turn(rec, i, line, col, ("messages", j, "content"), role)
         elif not (content in (None, _MISSING) and m.get("tool_calls")):
             c._field_problem(rec, i, line, col, ("messages", j, "content"), content,
@@ -104,6 +118,8 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         n_images = listed + len(inline) + embedded[0]
         if not listed and n_images:
             c.records_with_images += 1
+    if video_slots or "videos" in rec or videos:
+        _videos(c, rec, i, line, col, video_slots, videos, embedded[1], n_images != 0)
     n = len(roles)
     if None not in roles and not (
         n > 1 and roles[0::2].count("user") == (n + 1) // 2 and roles[1::2].count("assistant") == n // 2
@@ -125,10 +141,24 @@ def check_messages(c: RecordChecker, rec: dict, i: int, line: int, col: int) -> 
         check_placeholders(P, rec, i, line, col, n_images, slots, roles, "user", "messages", "content")
 
 
+def _videos(c: RecordChecker, rec: dict, i: int, line: int, col: int, slots: list[tuple[int, int]],
+            inline: list[tuple[str, tuple[Any, ...]]], embedded: int, with_images: bool) -> None:
+    listed = c.listed_videos(rec, i, line, col, with_images=with_images)
+    for path, parts in inline:
+        c.video_ref(path, i, parts)
+    if listed is None and (inline or embedded):
+        c.video_record(i, with_images)
+    if listed is not None and listed < 0:
+        return
+    check_video_placeholders(c.problems, rec, i, line, col, (listed or 0) + len(inline) + embedded, slots,
+                             "messages", "content")
+
+
 def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, content: list,
-           inline: list[tuple[str, tuple[Any, ...]]], embedded: list[int]) -> tuple[int, int]:
-    """(image slots, text characters) of typed content parts."""
-    slots = text = 0
+           inline: list[tuple[str, tuple[Any, ...]]], embedded: list[int],
+           videos: list[tuple[str, tuple[Any, ...]]]) -> tuple[int, int, int]:
+    """(image slots, text characters, video slots) of typed content parts."""
+    slots = text = video_slots = 0
     for k, part in enumerate(content):
         where = ("messages", j, "content", k)
         if type(part) is not dict:
@@ -149,11 +179,18 @@ def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, con
                 c._field_problem(rec, i, line, col, where + (key,), value, "a string")
         elif type(kind) is str and kind in IMAGE_PARTS:
             slots += 1
-            path, key, data = _inline_path(part)
+            path, key, data = inline_path(part)
             if path:
                 inline.append((path, where + key))
             elif data:
                 embedded[0] += 1
+        elif type(kind) is str and kind in VIDEO_PARTS:
+            video_slots += 1
+            path, key, data = inline_path(part, ("video", "path", "url", "value"), "video_url")
+            if path:
+                videos.append((path, where + key))
+            elif data:
+                embedded[1] += 1
         elif kind is _MISSING:
             c._field_problem(rec, i, line, col, where + ("type",), kind, "\"text\" or \"image\"")
         elif type(kind) is not str or kind not in OTHER_PARTS:
@@ -161,24 +198,25 @@ def _parts(c: RecordChecker, rec: dict, i: int, j: int, line: int, col: int, con
                               f"{describe(i, rec)}: part messages/{j}/content/{k} has type {kind!r}, which no loader "
                               "knows: chat templates and LLaMA-Factory skip the part silently (expected \"text\", "
                               "\"image\" or \"image_url\")", fix=DROP)
-    return slots, text
+    return slots, text, video_slots
 
 
-def _inline_path(part: dict) -> tuple[str | None, tuple[Any, ...], bool]:
-    """(local file the part names, its key, whether it carries image data instead)."""
+def inline_path(part: dict, keys: tuple[str, ...] = ("image", "path", "url", "value"),
+                 url_key: str = "image_url") -> tuple[str | None, tuple[Any, ...], bool]:
+    """(local file the part names, its key, whether it carries media data or a URL instead)."""
     data = False
-    for key in ("image", "path", "url", "value"):
+    for key in keys:
         value = part.get(key)
         if type(value) is str and value:
             if not value.startswith(("http://", "https://", "data:")):
                 return value, (key,), False
             data = True
-    url = part.get("image_url")
+    url = part.get(url_key)
     if type(url) is dict:
         url = url.get("url")
     if type(url) is str and url:
         if not url.startswith(("http://", "https://", "data:")):
-            return url, ("image_url",), False
+            return url, (url_key,), False
         data = True
     return None, (), data
 

@@ -40,6 +40,21 @@ def fold_checker(into: RecordChecker, part: RecordChecker) -> None:
     into.multi_image += part.multi_image
     if into.multi_image_first is None:
         into.multi_image_first = part.multi_image_first
+    for ref, local in part.videos.items():  # videos: numbered by first use, like the images
+        if ref not in into.videos:
+            into.videos[ref] = len(into.video_first)
+            into.video_first.append(part.video_first[local])
+            key = part.keys[part.video_key[local]]
+            kid = into._key_ids.get(key)
+            if kid is None:
+                kid = into._key_ids[key] = len(into.keys)
+                into.keys.append(key)
+            into.video_key.append(kid)
+    into.video_refs += part.video_refs
+    into.records_with_videos += part.records_with_videos
+    into.video_only_records += part.video_only_records
+    if into.video_records_first is None:
+        into.video_records_first = part.video_records_first
     for turns, count in part.turns.items():
         into.turns[turns] = into.turns.get(turns, 0) + count
     into.chars.extend(part.chars)

@@ -8,6 +8,12 @@ occurrences and puts one at the start of that turn). Messages records are read t
 and LLaMA-Factory do (roles system/user/assistant/tool, string content with ``<image>``
 placeholders or typed parts ``{"type": "image"}``, paths in ``images``).
 
+Videos are registered beside images (``videos`` / ``video_first`` / ``video_key``, numbered by
+first use): LLaMA-Factory's ``videos`` column (sharegpt and openai records, a path string or a
+list of them; a list of frame paths is one video of already sampled frames, each frame checked
+as an image) and typed ``{"type": "video", "video" | "path" | "url": ...}`` parts; their
+``<video>`` placeholders must match (``BasePlugin._validate_messages`` raises otherwise).
+
 This module is the hot path of a 665k-record scan: keep the common case cheap.
 """
 
@@ -23,6 +29,8 @@ from doctor.checks.dataset.common import DROP, Problems, describe, kind, repair
 from doctor.checks.dataset.messages import check_messages
 from doctor.checks.dataset.order import SHAREGPT_TAGS, check_order, check_placeholders, check_sharegpt
 
+from doctor.checks.dataset.videos import check_video_placeholders
+
 from doctor.findings import Severity
 
 try:
@@ -31,6 +39,7 @@ except ImportError:  # msgspec is optional: without it the scan reads every reco
     UNSET = object()
 
 IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
 
 LLAVA_ALIASES = {"user": "human", "human": "human", "assistant": "gpt", "gpt": "gpt", "bot": "gpt",
                  "model": "gpt", "chatgpt": "gpt"}
@@ -68,6 +77,13 @@ class RecordChecker:
         self.multi_image_first: int | None = None
         self.turns: dict[int, int] = {}
         self.chars = array("I")
+        self.videos: dict[str, int] = {}  # video path -> video reference number (order of first use)
+        self.video_first = array("l")  # video reference number -> first record using it
+        self.video_key = array("H")  # video reference number -> index into self.keys
+        self.video_refs = 0
+        self.records_with_videos = 0
+        self.video_records_first: int | None = None
+        self.video_only_records = 0  # records with videos and no image
 
     # ---- LLaVA -----------------------------------------------------------------------------
     def llava(self, rec: dict, i: int, line: int, col: int) -> None:
@@ -109,6 +125,8 @@ class RecordChecker:
             else:
                 placeholders = [(j, v.count(IMAGE_TOKEN)) for j, v in enumerate(values) if IMAGE_TOKEN in v]
         self.chars.append(chars)
+        if "videos" in rec:
+            self._sharegpt_videos(rec, i, line, col, conv, n_images != 0)
         if (not alternating or len(roles) % 2) and None not in roles:
             if self._sharegpt(rec, roles):
                 roles = check_sharegpt(P, rec, i, line, col, roles)
@@ -118,7 +136,7 @@ class RecordChecker:
             n_images == 1 and placeholders == _FIRST_ONLY and roles[0] == "human"
         ):
             check_placeholders(P, rec, i, line, col, n_images, placeholders, roles, "human", "conversations",
-                               sharegpt="images" in rec)
+                               sharegpt="images" in rec or "videos" in rec)
 
     def llava_window(self, items: list, first: int) -> bool:
         """Record a window of typed LLaVA records (``llava_decoder``) when no check would report
@@ -134,7 +152,7 @@ class RecordChecker:
         for r in items:
             conv = r.conversations
             n = len(conv)
-            if n < 2 or n >= 64 or r.images is not UNSET or list(map(frm, conv)) != alternating[n]:
+            if n < 2 or n >= 64 or r.images is not UNSET or r.videos is not UNSET or list(map(frm, conv)) != alternating[n]:
                 return False
             values = list(map(val, conv))
             head = values[0]
@@ -230,7 +248,7 @@ class RecordChecker:
         """Is this ``conversations`` record meant for LLaMA-Factory's sharegpt converter rather
         than LLaVA's train.py? It is when it lists its images under ``images`` (LLaMA-Factory's
         column; LLaVA reads ``image``) or uses sharegpt's tool tags, which LLaVA never had."""
-        return "images" in rec or ("observation" in roles or "function_call" in roles) and "image" not in rec
+        return "images" in rec or "videos" in rec or ("observation" in roles or "function_call" in roles) and "image" not in rec
 
     def _llava_role(self, rec: dict, i: int, j: int, line: int, col: int, frm: Any) -> str | None:
         parts = ("conversations", j, "from")
@@ -248,6 +266,14 @@ class RecordChecker:
                              f"{describe(i, rec)}: turn {j} is from {frm!r}, a role LLaVA's preprocess does not "
                              "know (only \"human\" and \"gpt\"): KeyError", fix=DROP)
         return None
+
+    def _sharegpt_videos(self, rec: dict, i: int, line: int, col: int, conv: list, with_images: bool) -> None:
+        """LLaMA-Factory's sharegpt ``videos`` column against the ``<video>`` placeholders."""
+        n = self.listed_videos(rec, i, line, col, with_images=with_images)
+        slots = [(j, t["value"].count(VIDEO_TOKEN)) for j, t in enumerate(conv)
+                 if type(t) is dict and type(t.get("value")) is str and VIDEO_TOKEN in t["value"]]
+        if n is not None and n >= 0:
+            check_video_placeholders(self.problems, rec, i, line, col, n, slots, "conversations", "value")
 
     # ---- messages, alpaca ------------------------------------------------------------------
     def messages(self, rec: dict, i: int, line: int, col: int) -> None:
@@ -307,6 +333,54 @@ class RecordChecker:
                 self._multi(i)
         return len(items) if ok else -1
 
+
+    def listed_videos(self, rec: dict, i: int, line: int, col: int, key: str = "videos",
+                      with_images: bool = False) -> int | None:
+        """Register the videos listed under ``key`` as LLaMA-Factory reads that column
+        (``_find_medias`` wraps a single value in a list; ``_regularize_videos`` opens a path with
+        ``av.open``, or takes a list of frame images as a video already sampled). Their number;
+        None without the key; -1 when one is unusable."""
+        videos = rec.get(key)
+        if videos is None:
+            return None
+        single = type(videos) is not list
+        if single and type(videos) is not str:
+            self._field_problem(rec, i, line, col, (key,), videos, "a list of video paths")
+            return -1
+        items = [videos] if single else videos
+        ok = True
+        for k, item in enumerate(items):
+            where = (key,) if single else (key, k)
+            if type(item) is str and item:
+                self.video_ref(item, i, where)
+            elif type(item) is list and item and all(type(f) is str and f for f in item):
+                for m, frame in enumerate(item):  # frames already sampled: each one is an image
+                    self._ref(frame, i, where + (m,))
+            else:
+                ok = False
+                self._field_problem(rec, i, line, col, where, item,
+                                    "a video path string (or a list of frame image paths)")
+        if items:
+            self.video_record(i, with_images)
+        return len(items) if ok else -1
+
+    def video_ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
+        self.video_refs += 1
+        if path not in self.videos:
+            self.videos[path] = len(self.video_first)
+            self.video_first.append(i)
+            kid = self._key_ids.get(parts)
+            if kid is None:
+                kid = self._key_ids[parts] = len(self.keys)
+                self.keys.append(parts)
+            self.video_key.append(kid)
+
+    def video_record(self, i: int, with_images: bool) -> None:
+        """Count record ``i`` as one with videos (``with_images``: it has images too)."""
+        self.records_with_videos += 1
+        self.video_only_records += not with_images
+        if self.video_records_first is None:
+            self.video_records_first = i
 
     def _ref(self, path: str, i: int, parts: tuple[Any, ...]) -> None:
         self.image_refs += 1

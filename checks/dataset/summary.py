@@ -23,10 +23,13 @@ def scan_summary(scan: DatasetScan) -> dict[str, Any]:
         return out
     out.update({
         "records_with_images": checker.records_with_images,
-        "text_only_records": scan.objects - checker.records_with_images,
+        "text_only_records": scan.objects - checker.records_with_images - checker.video_only_records,
         "image_references": checker.image_refs, "distinct_images": len(checker.refs),
         "multi_image_records": checker.multi_image,
     })
+    if checker.records_with_videos:
+        out.update({"records_with_videos": checker.records_with_videos, "video_references": checker.video_refs,
+                    "distinct_videos": len(checker.videos)})
     if checker.turns:
         counts = sorted(checker.turns.items())
         total = sum(n for _, n in counts)
@@ -56,6 +59,9 @@ def scan_sentence(s: dict[str, Any]) -> str:
     if "records_with_images" in s:
         parts.append(f"{s['records_with_images']:,} with images, {s['text_only_records']:,} text-only")
         parts.append(f"{s['image_references']:,} image references to {s['distinct_images']:,} distinct files")
+    if s.get("records_with_videos"):
+        parts.append(f"{s['records_with_videos']:,} records with videos, {s['video_references']:,} video "
+                     f"references to {s['distinct_videos']:,} distinct files")
     if "turns" in s:
         t = s["turns"]
         parts.append(f"{t['min']}-{t['max']} turns per record (median {t['median']}, {t['total']:,} in all)")
@@ -85,4 +91,15 @@ def image_sentence(s: dict[str, Any]) -> str:
 def token_sentence(s: dict[str, Any]) -> str:
     return (f"tokens per record (text, template and images): p50 {s['p50']:,}, p90 {s['p90']:,}, p99 {s['p99']:,}, "
             f"max {s['max']:,}; {s['over_max_length']:,} record(s) over {s['max_length']:,} "
-            f"({s['max_length_source']}); image tokens: {s['image_tokens']}; template: {s['template']}")
+            f"({s['max_length_source']}); image tokens: {s['image_tokens']}; template: {s['template']}"
+            + video_sentence(s))
+
+
+def video_sentence(s: dict[str, Any]) -> str:
+    """The video part of the token summary (empty without videos)."""
+    if not s.get("videos_counted") and not s.get("videos_not_counted"):
+        return ""
+    out = f"; video tokens: {s['video_tokens']:,} in {s['videos_counted']:,} video(s) ({s['video_rule']})"
+    if s["videos_not_counted"]:
+        out += f"; {s['videos_not_counted']:,} video(s) not counted (not measured, unreadable, or no video input)"
+    return out

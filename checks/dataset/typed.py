@@ -20,6 +20,7 @@ class Llava(msgspec.Struct):
     conversations: list[Turn]
     image: str | msgspec.UnsetType = msgspec.UNSET
     images: Any = msgspec.UNSET
+    videos: Any = msgspec.UNSET  # LLaMA-Factory's column: such a record goes to RecordChecker.llava
     id: Any = None
 
 

@@ -128,7 +128,9 @@ def dynamic_spec(folder: Path, fam: Family) -> VisionSpec:
     """The spec of a dynamic-resolution family from its saved processor settings."""
     image, video = processor_sections(folder)
     geo = dynamic_geometry(image, fam)
-    video_geo = dynamic_geometry(video, fam) if video else None
+    # No video processor settings saved: transformers' video processor loads preprocessor_config.json
+    # over its own class defaults (video_processing_utils.get_video_processor_dict).
+    video_geo = dynamic_geometry(video if video else image, fam, fam.video_processor_defaults or None)
     spec = VisionSpec(fam.name, "", dynamic=geo, extra=fam.tokens_per_image_extra, video=video_geo)
     spec.description = (
         f"{fam.name}: (h'/{geo.factor}) x (w'/{geo.factor}) per image after smart_resize between min_pixels "
@@ -188,6 +190,11 @@ def unpadded_features(height: int, width: int, patches_h: int, patches_w: int, s
         new_w = int(round(width * (current_h / height), 7))
         current_w -= (current_w - new_w) // 2 * 2
     return current_h * current_w, current_h
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing or not one."""
+    return _read(path)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from doctor.errors import UsageError
+from doctor.options import add_video_options
 
 HELP = "check datasets, adapters, checkpoints and the installed libraries"
 DESCRIPTION = """\
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="DIR", help="model folder whose vision config sets the image-token count")
     g.add_argument("--vision-tower", metavar="DIR", help="local CLIP folder for --fix merges/conversions of original-LLaVA and XTuner outputs whose recorded tower is not local")
     g.add_argument("--max-length", type=int, metavar="N", help="token budget per record (default: the model's or tokenizer's model_max_length, else 2048)")
+    add_video_options(p.add_argument_group("video sampling (the trainer's; for the token budget of datasets with videos)"))
     g.add_argument("--images", choices=("none", "exists", "header", "decode"), help="how far to check images (default: header)")
     g.add_argument("--decode-sample", type=float, metavar="PERCENT", help="with --images decode, decode this percent of images (default: 100)")
     g.add_argument("--engine", choices=("local", "ray"), help="where the dataset pass runs: this process (default) or a Ray cluster (pip install 'vlm-doctor[ray]')")
@@ -67,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from doctor.options import Options, ReportSettings
+    from doctor.options import Options, ReportSettings, video_options
     from doctor.reporters import emit
     from doctor.runner import run as run_checks
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         images=pick("images", "header"), decode_sample=float(pick("decode-sample", 100.0)),
         deep=bool(pick("deep", False)), jobs=int(pick("jobs", 0)), sanity=args.sanity, device=args.device,
         max_length=pick("max-length"), engine=pick("engine", "local"), ray_address=pick("ray-address"),
+        **video_options(pick),
         dtype=args.dtype, fix=args.fix, unsafe_fixes=args.unsafe_fixes, diff=args.diff, progress=settings.progress,
         extra={"sanity_image": args.image, "sanity_prompt": args.prompt, "sanity_probe": args.probe,
                "sanity_max_new_tokens": args.max_new_tokens, "sanity_timeout": args.timeout,

@@ -70,6 +70,9 @@ QWEN2_VL = Family(
                     "temporal_patch_size": "temporal_patch_size"},
     processor_defaults={"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
                         "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280},
+    # Qwen2VLVideoProcessor: size {"shortest_edge": 128 * 28 * 28, "longest_edge": 28 * 28 * 768}
+    video_processor_defaults={"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
+                              "min_pixels": 128 * 28 * 28, "max_pixels": 28 * 28 * 768},
     rope="mrope",
     rope_default_sections=(16, 24, 24),
     vision_modules=("qkv", "proj", "fc1", "fc2"),

@@ -2,6 +2,14 @@
 pure Python from transformers' ``image_processing_qwen2_vl.py`` (``smart_resize``,
 ``get_number_of_image_patches``) and ``Qwen2VLImageProcessor.__init__`` (which settings win). No
 numpy, no torch: the dataset checks count tokens from image headers with it.
+
+Videos are counted the way LLaMA-Factory's ``Qwen2VLPlugin`` counts them without decoding
+(``mm_plugin.py``: ``_get_video_sample_indices``, ``_get_qwen_video_size_after_regularization``,
+``_get_qwen_video_grid_metadata``): ``sampled_frames`` from the container's frame count and
+duration at ``video_fps`` (at most ``video_maxlen``), made even; each frame shrunk under
+``video_max_pixels`` / grown over ``video_min_pixels`` (``regularized_size``); then the video
+processor's ``smart_resize`` and ``ceil(frames / temporal_patch_size)`` grids
+(``DynamicGeometry.video_grid``).
 """
 
 from __future__ import annotations
@@ -72,18 +80,73 @@ class DynamicGeometry:
         groups = -(-max(1, frames) // t)
         return groups * self.image_tokens(width, height)
 
+    def video_grid(self, frames: int, width: int, height: int) -> tuple[int, int, int]:
+        """``video_grid_thw`` of LLaMA-Factory's ``_get_qwen_video_grid_metadata`` for ``frames``
+        sampled frames of ``width`` x ``height`` (already regularized): the frame count made even,
+        ``ceil(frames / temporal_patch_size)`` by the patch rows and columns after ``smart_resize``."""
+        frames += frames % 2
+        h, w = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+        return -(-frames // max(1, self.temporal_patch_size)), h // self.patch_size, w // self.patch_size
+
+    def grid_tokens(self, grid: tuple[int, int, int]) -> int:
+        """Placeholder tokens of one ``(t, h, w)`` grid: ``t * h * w / merge_size ** 2``."""
+        t, h, w = grid
+        return t * h * w // (self.merge_size * self.merge_size)
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """The trainer's frame sampling: LLaMA-Factory's ``video_fps``, ``video_maxlen``,
+    ``video_max_pixels``, ``video_min_pixels`` (``hparams/model_args.py`` defaults)."""
+
+    fps: float = 2.0
+    maxlen: int = 128
+    max_pixels: int = 256 * 256
+    min_pixels: int = 16 * 16
+
+
+def sampled_frames(frames: int, seconds: float | None, sampling: VideoSampling) -> int:
+    """How many frames ``BasePlugin._get_video_sample_indices`` keeps of a stream of ``frames``
+    frames lasting ``seconds``: ``video_maxlen`` when the container gives no frame count (0,
+    "infinite"), else ``min(frames, video_maxlen, max(1, floor(seconds * video_fps)))``. (With a
+    frame count and no duration LLaMA-Factory raises a TypeError; counted here as ``frames``.)"""
+    if frames <= 0:
+        return sampling.maxlen
+    by_time = max(1, math.floor(seconds * sampling.fps)) if seconds is not None else frames
+    return min(frames, sampling.maxlen, by_time)
+
+
+def regularized_size(width: int, height: int, sampling: VideoSampling) -> tuple[int, int]:
+    """(width, height) of each sampled frame after ``Qwen2VLPlugin._preprocess_image``: scaled
+    (truncating, as PIL sizes are ints) under ``video_max_pixels`` and over ``video_min_pixels``,
+    each side at least 28, an aspect ratio over 200 cut to 180."""
+    if width * height > sampling.max_pixels:
+        factor = math.sqrt(sampling.max_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if width * height < sampling.min_pixels:
+        factor = math.sqrt(sampling.min_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if min(width, height) < 28:
+        width, height = max(width, 28), max(height, 28)
+    if width / height > 200:
+        width, height = height * 180, height
+    if height / width > 200:
+        width, height = width, width * 180
+    return width, height
+
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def dynamic_geometry(processor: dict[str, Any] | None, family: Family) -> DynamicGeometry:
+def dynamic_geometry(processor: dict[str, Any] | None, family: Family,
+                     defaults: dict[str, int] | None = None) -> DynamicGeometry:
     """What ``Qwen2VLImageProcessor(**processor)`` ends up with: ``min_pixels`` / ``max_pixels``
     keys win over ``size.shortest_edge`` / ``size.longest_edge`` (4.4x also wrote
     ``size.min_pixels`` / ``size.max_pixels``), then the class defaults from the family table."""
     proc = processor or {}
     size = proc.get("size") if isinstance(proc.get("size"), dict) else {}
-    defaults = family.processor_defaults
+    defaults = defaults or family.processor_defaults
     out: dict[str, int] = {}
     sources: dict[str, str] = {}
     for name, size_keys in (("min_pixels", ("shortest_edge", "min_pixels")),

@@ -1,4 +1,4 @@
-"""DAT301-DAT303 (token budget) and DAT901-DAT903 (the numbers a user wants before a run)."""
+"""DAT301-DAT303 (token budget, images and videos) and DAT901-DAT903 (the numbers a user wants before a run)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ class RecordTruncated(TokenCheck):
 
     ## What it does
     With `--tokenizer` (or `--model`), tokenizes every turn, adds the template's tokens and the image
-    tokens the model inserts (576 for CLIP-336/14; from the vision config with `--model`), and
+    tokens the model inserts (576 for CLIP-336/14; from the vision config with `--model`), and the
+    video tokens (from each video's header, by LLaMA-Factory's sampling: docs/videos.md), and
     compares the total with `model_max_length` (`--max-length`, the model's config or the
     tokenizer's config; 2048 assumed otherwise).
 
@@ -78,13 +79,15 @@ class ImageTokensTruncated(TokenCheck):
     """The training length cuts through a record's image tokens.
 
     ## What it does
-    Finds records whose image token block ends past `model_max_length`.
+    Finds records whose image (or video) token block ends past `model_max_length`; the message
+    says which.
 
     ## Why is this bad?
     transformers' processors expand `<image>` before truncating, so `truncation=True` cuts inside
     the image tokens and the model raises "Image features and image tokens do not match" (newer
     processors refuse earlier with "Mismatch in `image` token count"); LLaVA trains on a partial
-    image.
+    image. A video cut the same way makes Qwen2-VL raise "Video features and video tokens do not
+    match".
 
     Severity: error, because the model gets fewer image tokens than image features and raises, or
     trains on a cut image.
@@ -174,7 +177,9 @@ class TokenSummary(TokenCheck):
 
     ## What it does
     Reports the 50th, 90th and 99th percentile and the maximum of the estimated tokens per record
-    (text, template and image tokens), and how many records exceed the training length.
+    (text, template, image and video tokens), and how many records exceed the training length;
+    with videos, how many video tokens were counted, by which rule and sampling (`--video-fps`,
+    `--video-maxlen`, `--video-max-pixels`, `--video-min-pixels`), and how many videos were not.
 
     ## Why is this bad?
     Nothing is wrong; the percentiles tell you what `model_max_length` the data needs and how much
