@@ -15,8 +15,15 @@ locations, order):
   line or the reading stops (invalid UTF-8) cannot be placed exactly, and then the file is read
   by one process, as without Ray.
 
-A JSON array (``json.load``'s format) is read by the driver: only a reader of the whole text knows
-where its records start; it runs at ``json.load`` speed or better, ahead of the image checks.
+- byte ranges of a JSON array (LLaVA's format, often one line), in two passes: each worker
+  guesses where the first element at or after its cut starts (``jsonstream.find_array_start``) and
+  counts the elements that start before its end (``scan.count_array_part``); the driver verifies
+  the chain (part 0 starts at the array's first element; part k+1 is right when its guess is where
+  part k's last element ended, else it is counted again from there, ``cut_array``), then the
+  workers check their elements, numbered and positioned (line and column, from each range's
+  newlines and characters) as in the whole file (``scan.scan_array_part``), folded by
+  ``scan.fold_array_parts``. A parse error anywhere, a BOM, or no known format in the first
+  records: one process reads the file.
 
 Without ``--ray-address`` a local Ray instance starts on the loopback interface (Ray's embedded
 default), so the same command runs on a laptop; with one, it joins that cluster (every node needs
@@ -217,13 +224,16 @@ def scan_json_lines(path: str, options: Any) -> Any:
     size = os.path.getsize(path)
     if size < 2 * MIN_PART_BYTES:
         return None
+    array = False
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         head = mm[:3]
-        if head.startswith(b"\xef\xbb\xbf") or mm[:4096].lstrip()[:1] in (b"[", b""):
+        if head.startswith(b"\xef\xbb\xbf") or mm[:4096].lstrip()[:1] == b"":
             return None
-        fmt = _format_of(path, DETECT_WITHIN)
+        if mm[:4096].lstrip()[:1] == b"[":
+            array = True
+        fmt = None if array else _format_of(path, DETECT_WITHIN)
         if fmt is None:
-            return None
+            return None if not array else scan_json_array(path, options)
         count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
         cuts = [0]
         for k in range(1, count):
@@ -271,6 +281,128 @@ def _format_of(path: str, within: int) -> str | None:
         if seen >= within or values >= 10 * within:
             return None  # undecided (or no format): one process reads it and says so
     return None
+
+
+# ---- JSON arrays --------------------------------------------------------------------------------
+class CountArray:
+    """Pass 1 over one byte range of a JSON array, on a worker: where its first element starts and
+    how many start in it (``scan.count_array_part``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, block: tuple[int, int, int | None]) -> Any:
+        from doctor.checks.dataset.scan import count_array_part
+
+        return count_array_part(self.path, *block)
+
+
+class ScanArray:
+    """Pass 2 over one byte range of a JSON array, on a worker: the record rules on its elements,
+    numbered and positioned as in the whole file (``scan.scan_array_part``)."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+
+    def __call__(self, block: tuple[int, int, int, int, int, int]) -> Any:
+        from doctor.checks.dataset.scan import scan_array_part
+
+        return scan_array_part(self.path, self.fmt, *block)
+
+
+def array_start(path: str) -> int | None:
+    """The byte offset of a JSON array's first element; None when the file is not an array with
+    one (a BOM, another top level, an empty array), which one process reads."""
+    from doctor.io.jsonstream import open_binary
+
+    with open_binary(path) as f:
+        head = f.read(64 << 10)
+    if head.startswith(b"\xef\xbb\xbf"):
+        return None
+    body = head.lstrip(b" \t\n\r")
+    if body[:1] != b"[":
+        return None
+    at = len(head) - len(body) + 1
+    rest = head[at:].lstrip(b" \t\n\r")
+    if rest[:1] in (b"]", b""):
+        return None
+    return len(head) - len(rest)
+
+
+def cut_array(size: int, first: int, parts: list[Any], recount: Callable[..., Any]) -> list[tuple] | None:
+    """Verify the chain of pass 1's parts and give pass 2's blocks ((start, end, first record, cut,
+    line and column at the cut), elements in it); None when the array cannot be placed exactly (a parse error: one
+    process reads it and reports what it reports).
+
+    Part 0 starts at the array's first element (found by the driver). If part k is right, the
+    element after its last one starts where it says (``next``); part k+1 is right when its guess
+    is that offset. A part whose guess differs (inside a string, a nested object, after an
+    element that is not an object) is counted again from the known offset (``recount``, on the
+    driver); a part in which no element starts (one element spans it) is skipped."""
+    cuts = [b.cut for b in parts] + [size]
+    blocks = []
+    expected: int | None = first
+    index, line, column = 0, 1, 1
+    from doctor.io.jsonstream import advance
+
+    for k, part in enumerate(parts):
+        cut, end = cuts[k], cuts[k + 1]
+        if expected is not None and expected < end:
+            result = part.result
+            if result.start != expected or result.error:
+                result = recount(cut, end, expected)
+            if result.error or result.start != expected:
+                return None
+            blocks.append(((expected, end, index, cut, line, column), result.records))
+            index += result.records
+            expected = result.next
+        line, column = advance(line, column, part.result.stats)
+    return blocks if expected is None else None
+
+
+def scan_json_array(path: str, options: Any, run: Callable[[Any, list], list] | None = None,
+                    part_bytes: int | None = None) -> Any:
+    """``scan.scan_dataset`` of a JSON array with its byte ranges read across the cluster, in two
+    passes (find and count the elements of each range, verified as a chain on the driver; then
+    check them, numbered and positioned as in the whole file); None when one process must read it
+    (too small, no known format in the first records, a BOM, a parse error anywhere). ``run``
+    maps a block function over blocks (default: on the cluster, ``map_blocks``; the property
+    tests pass a plain loop), ``part_bytes`` sets the part size (tests: tiny parts)."""
+    import time
+    from types import SimpleNamespace
+
+    from doctor.checks.dataset.scan import DETECT_WITHIN, count_array_part, fold_array_parts
+    from doctor.io.jsonstream import file_size
+
+    started = time.perf_counter()
+    if run is None:
+        def run(fn: Any, blocks: list) -> list:
+            return map_blocks(options, fn, blocks)
+    size = file_size(path)
+    if part_bytes is None and size < 2 * MIN_PART_BYTES:
+        return None
+    first = array_start(path)
+    if first is None:
+        return None
+    fmt = _format_of(path, DETECT_WITHIN)
+    if fmt is None:
+        return None
+    if part_bytes is None:
+        count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
+    else:
+        count = max(1, -(-size // part_bytes))
+    cuts = [k * size // count for k in range(count)] + [size]
+    blocks = [(a, b, first if k == 0 else None) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    counted = run(CountArray(path), blocks)
+    parts = [SimpleNamespace(cut=a, result=r) for (a, _b, _s), r in zip(blocks, counted)]
+    plan = cut_array(size, first, parts, lambda cut, end, start: count_array_part(path, cut, end, start))
+    if plan is None:
+        return None
+    scanned = run(ScanArray(path, fmt), [block for block, _n in plan])
+    if [p.records for p in scanned] != [n for _block, n in plan]:
+        return None  # pass 2 read other elements than pass 1 counted: never fold those
+    return fold_array_parts(path, fmt, scanned, started, size)
 
 
 def scan_table(path: str, options: Any) -> Any:

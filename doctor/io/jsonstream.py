@@ -39,6 +39,42 @@ _WS = re.compile(r"[ \t\n\r]*")
 _DECODE = json.JSONDecoder().raw_decode
 
 
+def is_url(path: Any) -> bool:
+    """A dataset given as an fsspec URL (``s3://...``, ``memory://...``, ``file://...``)."""
+    return isinstance(path, str) and "://" in path
+
+
+URL_HINT = "install the fsspec package for this protocol: s3fs (s3://), gcsfs (gs://), huggingface_hub (hf://)"
+
+
+def open_binary(path: Any) -> BinaryIO:
+    """``open(path, "rb")`` for a local path or an fsspec URL. Every failure is an ``OSError``
+    (FileNotFoundError for a missing object) whose message names the URL, never a backend's own
+    exception or an ImportError."""
+    if not is_url(path):
+        return Path(path).open("rb")
+    try:
+        import fsspec
+
+        return fsspec.open(path, "rb").open()
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"no such object: {path}") from None
+    except ImportError as e:
+        raise OSError(f"cannot open {path}: {e} ({URL_HINT})") from None
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unknown protocol, bad credentials, ...: each backend its own
+        raise OSError(f"cannot open {path}: {type(e).__name__}: {e}") from None
+
+
+def file_size(path: Any) -> int:
+    """The size of a local file or an fsspec URL's object (``OSError`` as ``open_binary``)."""
+    if not is_url(path):
+        return Path(path).stat().st_size
+    with open_binary(path) as f:
+        return f.seek(0, 2)
+
+
 @dataclass(frozen=True)
 class ParseError:
     """A record (or the file) that does not parse. ``kind``: syntax, encoding, too-deep,
@@ -55,12 +91,19 @@ class JsonStream:
     """Iterate the records of ``path``; see the module docstring."""
 
     def __init__(self, path: str | Path, chunk_size: int = CHUNK, max_value_chars: int = MAX_VALUE_CHARS,
-                 fast: bool = True, part: tuple[int, int, int] | None = None) -> None:
-        self.path = Path(path)
+                 fast: bool = True, part: tuple[int, int, int] | None = None,
+                 array_part: tuple[int, int, int, int] | None = None) -> None:
+        self.path = path if is_url(path) else Path(path)
         # A byte range of a JSON Lines file, (start, end, line of start): read as a value stream
         # with positions of the whole file (``--engine ray`` scans a file in such parts). ``start``
         # must be the first byte of a line.
         self.part = part
+        # A byte range of a JSON array, (start, end, line, column of start): ``start`` is the first
+        # byte of one of its elements; the elements that start before ``end`` are yielded (the last
+        # one read whole, past ``end``), positioned as in the whole file; then ``next_start`` is
+        # (offset, line, column) of the element after them, or None when the array ended.
+        self.array_part = array_part
+        self.next_start: tuple[int, int, int] | None = None
         self.fast = fast  # the compiled path for arrays (msgspec), when installed
         # A msgspec decoder for a list of typed records: windows that decode with it are yielded
         # whole, as ``Window`` values (the dataset scan sets it once it knows the format).
@@ -82,7 +125,10 @@ class JsonStream:
         if self.part is not None:
             yield from self._part()
             return
-        with self.path.open("rb") as f:
+        if self.array_part is not None:
+            yield from self._array_part()
+            return
+        with open_binary(self.path) as f:
             if self.fast and _msgspec() is not None:
                 fast = _FastArray(self, f)
                 if fast.start():
@@ -114,7 +160,7 @@ class JsonStream:
     def _part(self) -> Iterator[tuple[Any, int, int, int]]:
         assert self.part is not None
         start, end, line = self.part
-        with self.path.open("rb") as raw:
+        with open_binary(self.path) as raw:
             raw.seek(start)
             reader = _Reader(_Bounded(raw, end - start), self.chunk_size)
             reader.raw_read = reader.byte = start
@@ -122,6 +168,24 @@ class JsonStream:
             self.layout = "values"
             try:
                 yield from self._values(reader)
+            except _EncodingError as e:
+                self.fatal = e.error
+                self.errors += 1
+                yield e.error, e.error.line, e.error.column, e.error.offset
+            finally:
+                self.bytes = reader.raw_read - start
+
+    def _array_part(self) -> Iterator[tuple[Any, int, int, int]]:
+        assert self.array_part is not None
+        start, end, line, column = self.array_part
+        with open_binary(self.path) as f:
+            f.seek(start)
+            reader = _Reader(f, self.chunk_size)
+            reader.raw_read = reader.byte = start
+            reader.line, reader.line_start = line, -(column - 1)
+            self.layout = "array"
+            try:
+                yield from self._array(reader, stop=end)
             except _EncodingError as e:
                 self.fatal = e.error
                 self.errors += 1
@@ -152,7 +216,7 @@ class JsonStream:
             self.errors += 1
             yield e.error, e.error.line, e.error.column, e.error.offset
 
-    def _array(self, r: _Reader) -> Iterator[tuple[Any, int, int, int]]:
+    def _array(self, r: _Reader, stop: int | None = None) -> Iterator[tuple[Any, int, int, int]]:
         c = r.skip_ws()
         if c == "]":
             r.pos += 1
@@ -160,6 +224,11 @@ class JsonStream:
             return
         ws = _WS.match
         while True:
+            if stop is not None:  # a part of the array: stop before the first element at or after ``stop``
+                at = r.position(r.pos)
+                if at[2] >= stop:
+                    self.next_start = at
+                    return
             item = self._value(r, track_end=False)
             if isinstance(item[0], ParseError):
                 self.fatal = item[0]
@@ -450,7 +519,7 @@ def read_window_positions(path: str | Path, offset: int, size: int, line: int,
     """Positions of the records of a ``Window`` read earlier (asked for after the window was
     consumed: only for records that have a finding)."""
     raw_list = _msgspec()[0]
-    with Path(path).open("rb") as f:
+    with open_binary(path) as f:
         f.seek(offset)
         body = f.read(size)
     return window_positions(body, raw_list.decode(b"[" + body + b"]"), offset, line, column)
@@ -592,7 +661,7 @@ def _chars(b: bytes) -> int:
 
 def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -> Any:
     """Decode the one JSON value that starts at byte ``offset`` (as reported by ``JsonStream``)."""
-    with Path(path).open("rb") as f:
+    with open_binary(path) as f:
         f.seek(offset)
         data = b""
         size = 64 << 10
@@ -606,3 +675,95 @@ def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -
                 if not chunk or len(data) > limit:
                     raise
                 size *= 2
+
+
+# ---- a JSON array cut into byte ranges (``--engine ray``) ---------------------------------------
+START_WINDOW = 1 << 20  # bytes after a cut searched for the first element that starts there
+START_TRIES = 256  # candidate starts tried before a part gives up (the driver then places it)
+LOOKBACK = 4096  # bytes before a cut read to see what precedes a candidate
+
+
+def chars(data: bytes) -> int:
+    """Characters in ``data`` counted as its UTF-8 lead bytes: additive over any split of the bytes,
+    so the column of a byte range's end follows from its start's without decoding."""
+    if data.isascii():
+        return len(data)
+    import numpy as np
+
+    a = np.frombuffer(data, dtype=np.uint8)
+    return len(data) - int(np.count_nonzero((a & 0xC0) == 0x80))
+
+
+def segment_stats(f: BinaryIO, start: int, end: int) -> tuple[int, int]:
+    """(newlines, characters after the last newline, or all of them without one) of bytes
+    [start, end): the line and column at ``end`` follow from those at ``start``."""
+    f.seek(start)
+    newlines = tail = 0
+    left = end - start
+    while left > 0:
+        chunk = f.read(min(left, 4 << 20))
+        if not chunk:
+            break
+        left -= len(chunk)
+        n = chunk.count(b"\n")
+        if n:
+            newlines += n
+            tail = chars(chunk[chunk.rfind(b"\n") + 1:])
+        else:
+            tail += chars(chunk)
+    return newlines, tail
+
+
+def advance(line: int, column: int, stats: tuple[int, int]) -> tuple[int, int]:
+    """The (line, column) after a byte range with ``segment_stats`` ``stats`` that starts at (line, column)."""
+    newlines, tail = stats
+    return (line + newlines, tail + 1) if newlines else (line, column + tail)
+
+
+def find_array_start(f: BinaryIO, cut: int, end: int) -> int | None:
+    """The byte offset of the first plausible element of a JSON array at or after ``cut`` (and
+    before ``end``): a ``{`` whose preceding non-blank byte is ``,``, from which a few elements
+    parse in sequence with ``,`` between them (or the array's last one, then ``]`` and the end of
+    the file). A guess: one inside a string or a nested list of objects may pass, and the caller
+    verifies it (the element before it must end there); None when nothing plausible was found."""
+    base = max(cut - LOOKBACK, 0)
+    f.seek(base)
+    data = f.read(cut - base + START_WINDOW)
+    at_eof = len(data) < cut - base + START_WINDOW
+    p = cut - base - 1
+    limit = min(end, cut + START_WINDOW) - base
+    for _ in range(START_TRIES):
+        p = data.find(b"{", p + 1, limit)
+        if p < 0:
+            return None
+        j = p - 1
+        while j >= 0 and data[j] in b" \t\n\r":
+            j -= 1
+        if j >= 0 and data[j] == 0x2C and _plausible(data[p:].decode("utf-8", "replace"), at_eof):
+            return base + p
+    return None
+
+
+def _plausible(text: str, at_eof: bool, elements: int = 64) -> bool:
+    """Do array elements follow in sequence from the start of ``text`` (a window of the file)?"""
+    ws = _WS.match
+    pos = 0
+    for _ in range(elements):
+        try:
+            _, pos = _DECODE(text, pos)
+        except json.JSONDecodeError as e:  # cut off by the window's end: cannot tell, say yes
+            return not at_eof and (e.msg.startswith("Unterminated string") or e.pos >= len(text) - 8)
+        except RecursionError:
+            return False
+        pos = ws(text, pos).end()
+        if pos >= len(text):
+            return not at_eof
+        c = text[pos]
+        if c == "]":
+            return text[pos + 1:].strip(" \t\n\r") == ""  # only blanks may follow the array
+        if c != ",":
+            return False
+        pos = ws(text, pos + 1).end()
+        if pos < len(text) and text[pos] == "]":  # a trailing comma: the array's end
+            return text[pos + 1:].strip(" \t\n\r") == ""  # only blanks may follow the array
+    return True
