@@ -27,6 +27,7 @@ from doctor.io.jsonstream import (
     ParseError,
     Window,
     compiled_available,
+    raw_list_decoder,
     read_value_at,
     read_window_positions,
 )
@@ -214,6 +215,7 @@ class ScanPart:
     bytes: int
     ends_in_error: bool = False  # its last line did not parse: maybe the start of a value the next part ends
     trailing_comma: tuple[int, int] | None = None  # a JSON array's part: the array's own, when it ends here
+    windows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)  # as DatasetScan.windows
 
 
 def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line: int,
@@ -305,10 +307,15 @@ def count_array_part(path: str, cut: int, end: int, start: int | None = None) ->
             start = find_array_start(f, cut, end)
     if start is None:
         return ArrayCount(None, 0, None, False, stats)
-    stream = JsonStream(path, fast=False, array_part=(start, end, 1, 1))
+    stream = JsonStream(path, fast=FAST, array_part=(start, end, 1, 1))
+    if FAST and compiled_available():
+        stream.typed = raw_list_decoder()  # windows of elements are counted, not built
     n = 0
     error = False
     for value, _line, _col, _off in stream:
+        if type(value) is Window:
+            n += len(value.items)
+            continue
         if type(value) is ParseError:
             error = True
             break
@@ -329,28 +336,46 @@ def scan_array_part(path: str, fmt: str, start: int, end: int, first: int, cut: 
     checker = RecordChecker(Problems())
     problems = checker.problems
     check = getattr(checker, fmt)
-    stream = JsonStream(path, fast=False, array_part=(start, end, line, column))
+    stream = JsonStream(path, fast=FAST, array_part=(start, end, line, column))
+    if fmt == "llava" and FAST and compiled_available():
+        stream.typed = llava_decoder()
     offsets, lines = array("q"), array("q")
+    windows: list[tuple[int, int, int, int, int, int]] = []
     ids: list[tuple[Any, int]] = []
     first_value: Any = None
     i = first - 1
     rec: Any = None
     for rec, line, col, off in stream:
-        i += 1
-        offsets.append(off)
-        lines.append(line)
-        if type(rec) is dict:
-            check(rec, i, line, col)
-            rid = rec.get("id")
-            if rid is not None:
-                ids.append((rid, i))
+        if type(rec) is Window:
+            n = len(rec.items)
+            if checker.llava_window(rec.items, i + 1):
+                if i + 1 == first:
+                    first_value = rec.records()[0][0]
+                windows.append((i + 1, n, rec.offset, rec.size, rec.line, rec.column))
+                offsets.extend(repeat(-1, n))
+                lines.extend(repeat(-1, n))
+                ids.extend((r.id, k) for k, r in enumerate(rec.items, i + 1) if r.id is not None)
+                i += n
+                continue
+            items = rec.records()
         else:
-            _not_a_record(problems, rec, i, line, col, "array")
-        if i == first:
-            first_value = rec
+            items = ((rec, line, col, off),)
+        for rec, line, col, off in items:
+            i += 1
+            offsets.append(off)
+            lines.append(line)
+            if type(rec) is dict:
+                check(rec, i, line, col)
+                rid = rec.get("id")
+                if rid is not None:
+                    ids.append((rid, i))
+            else:
+                _not_a_record(problems, rec, i, line, col, "array")
+            if i == first:
+                first_value = rec
     return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, i + 1 - first, 0, 0,
                     stream.complete, stream.fatal, stream.bytes, ends_in_error=type(rec) is ParseError,
-                    trailing_comma=stream.trailing_comma)
+                    trailing_comma=stream.trailing_comma, windows=windows)
 
 
 def fold_array_parts(path: str, fmt: str, parts: list[ScanPart], started: float, size: int) -> DatasetScan | None:
@@ -366,6 +391,7 @@ def fold_array_parts(path: str, fmt: str, parts: list[ScanPart], started: float,
         fold_checker(checker, p.checker)
         scan.offsets.extend(p.offsets)
         scan.lines.extend(p.lines)
+        scan.windows.extend(p.windows)
         for rid, i in p.ids:
             ids.add(rid, i)
     scan.records = sum(p.records for p in parts)

@@ -179,11 +179,16 @@ class JsonStream:
         assert self.array_part is not None
         start, end, line, column = self.array_part
         with open_binary(self.path) as f:
+            self.layout = "array"
+            if self.fast and _msgspec() is not None:  # windows of elements, until the last before ``end``
+                fast = _FastArray(self, f, stop=end)
+                if fast.start_at(start, line, column):
+                    yield from fast.records()
+                    start, line, column = fast.handover or (start, line, column)
             f.seek(start)
             reader = _Reader(f, self.chunk_size)
             reader.raw_read = reader.byte = start
             reader.line, reader.line_start = line, -(column - 1)
-            self.layout = "array"
             try:
                 yield from self._array(reader, stop=end)
             except _EncodingError as e:
@@ -467,6 +472,12 @@ def _msgspec() -> Any:
     return _MSGSPEC
 
 
+def raw_list_decoder() -> Any:
+    """A decoder of a list of ``msgspec.Raw`` (as ``JsonStream.typed``: windows whose elements are
+    split, not built; for counting them)."""
+    return _msgspec()[0]
+
+
 def compiled_available() -> bool:
     """Is the compiled path (msgspec) installed? Without it every file goes through the exact
     reader, with the same results."""
@@ -539,9 +550,10 @@ class _FastArray:
     records that do not share the pattern) is handed to the exact reader at the next record, with
     its position, so the results are identical."""
 
-    def __init__(self, stream: JsonStream, f: BinaryIO) -> None:
+    def __init__(self, stream: JsonStream, f: BinaryIO, stop: int | None = None) -> None:
         self.stream = stream
         self.f = f
+        self.stop = stop  # a part of the array: windows hold only elements that start before this offset
         self.buf = b""
         self.base = 0  # file offset of buf[0]
         self.eof = False
@@ -576,6 +588,24 @@ class _FastArray:
         self.stream.layout = "array"
         self._advance(q)
         self.pos = q
+        return True
+
+    def start_at(self, start: int, line: int, column: int) -> bool:
+        """Begin at element ``start`` (line, column) of an array read in parts; False when its
+        first key gives no pattern to find window ends by (the exact reader takes it all)."""
+        back = max(start - 256, 0)
+        self.f.seek(back)
+        self._read()
+        buf, q = self.buf, start - back
+        m = _KEY.match(buf, q)
+        if m is None:
+            return False
+        ws = q
+        while ws > 0 and buf[ws - 1] in b" \t\n\r":
+            ws -= 1
+        nl = buf.rfind(b"\n", ws, q)
+        self.pattern = (buf[nl:q] if nl >= 0 else b"") + m.group()
+        self.base, self.pos, self.mark, self.line, self.col = back, q, q, line, column
         return True
 
     def _advance(self, p: int) -> None:
@@ -640,7 +670,7 @@ class _FastArray:
         """The index of the comma before the last record start in the buffer that follows the
         window, or None when there is none (the exact reader takes over)."""
         buf, pattern, lo = self.buf, self.pattern, self.pos + 1
-        hi = len(buf)
+        hi = len(buf) if self.stop is None else min(len(buf), self.stop - self.base)
         for _ in range(8):
             k = buf.rfind(pattern, lo, hi)
             if k < 0:
