@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from doctor.errors import UsageError
+from doctor.io.jsonstream import is_url
 
 RAY_HINT = "pip install 'vlm-doctor[ray]'"
 IMAGE_BATCH = 256
@@ -155,6 +156,30 @@ def _die_once(marker: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Unreadable:
+    """A block's result when its worker could not read the dataset (a URL it cannot reach, a path
+    not mounted there): the driver then reads the file itself, as without Ray."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except OSError as e:
+        return Unreadable(f"{type(e).__name__}: {e}")
+
+
+def _any_unreadable(results: list[Any]) -> bool:
+    return any(isinstance(r, Unreadable) for r in results)
+
+
+def _process_local(path: str) -> bool:
+    """A URL only this process can read (fsspec's memory:// lives in one process's memory)."""
+    return str(path).startswith("memory://")
+
+
 # ---- images -------------------------------------------------------------------------------------
 class ProbeBatch:
     """One batch of distinct image paths, probed on a worker as the thread pool does locally (with
@@ -184,6 +209,9 @@ class ScanGroups:
         self.options = {k: getattr(options, k, None) for k in ("images", "image_folder", "decode_sample")}
 
     def __call__(self, block: tuple[list[int], int]) -> Any:
+        return _guarded(self.local, block)
+
+    def local(self, block: tuple[list[int], int]) -> Any:
         from types import SimpleNamespace
 
         from doctor.checks.dataset.tables import scan_part
@@ -208,7 +236,33 @@ class ScanLines:
         from doctor.checks.dataset.scan import scan_part
 
         start, end, first, first_line, nonblank = block
-        return scan_part(self.path, self.fmt, start, end, first, first_line, nonblank)
+        return _guarded(scan_part, self.path, self.fmt, start, end, first, first_line, nonblank)
+
+
+class CountLines:
+    """Pass 1 over one byte range of a JSON Lines file given as a URL, on a worker: its newlines
+    and blank lines (for a local file the driver counts them itself, memory-mapped)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, block: tuple[int, int]) -> Any:
+        return _guarded(_count_lines, self.path, *block)
+
+
+def _count_lines(path: str, start: int, end: int) -> tuple[int, int]:
+    from doctor.io.jsonstream import open_binary
+
+    with open_binary(path) as f:
+        f.seek(start)
+        chunk = f.read(end - start)
+    return chunk.count(b"\n"), _line_pieces(chunk)
+
+
+def _line_pieces(chunk: bytes) -> int:
+    """Non-blank lines of ``chunk`` (the records a part holds when each is on its own line)."""
+    newlines = chunk.count(b"\n")
+    return newlines + (0 if chunk.endswith(b"\n") else 1) - _blank_lines(chunk)
 
 
 def scan_json_lines(path: str, options: Any) -> Any:
@@ -221,6 +275,10 @@ def scan_json_lines(path: str, options: Any) -> Any:
     from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
 
     started = time.perf_counter()
+    if _process_local(path):
+        return None
+    if is_url(path):
+        return _scan_json_url(path, options, started)
     size = os.path.getsize(path)
     if size < 2 * MIN_PART_BYTES:
         return None
@@ -253,7 +311,65 @@ def scan_json_lines(path: str, options: Any) -> Any:
             first += nonblank
             line += newlines
     parts = map_blocks(options, ScanLines(path, fmt), blocks)
+    if _any_unreadable(parts):
+        return None
     return fold_parts(path, fmt, parts, started)
+
+
+def _scan_json_url(path: str, options: Any, started: float) -> Any:
+    """``scan_json_lines`` of a dataset given as a URL: the driver reads only the head and a few
+    bytes at each cut; the workers count the lines of their ranges, then check them."""
+    from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
+    from doctor.io.jsonstream import file_size, open_binary
+
+    size = file_size(path)
+    if size < 2 * MIN_PART_BYTES:
+        return None
+    with open_binary(path) as f:
+        head = f.read(4096)
+        if head.startswith(b"\xef\xbb\xbf") or head.lstrip()[:1] == b"":
+            return None
+        if head.lstrip()[:1] == b"[":
+            return scan_json_array(path, options)
+        fmt = _format_of(path, DETECT_WITHIN)
+        if fmt is None:
+            return None
+        count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
+        cuts = [0]
+        for k in range(1, count):
+            nl = _find_newline(f, k * size // count, size)
+            if nl is None or nl + 1 >= size:
+                break
+            if nl + 1 > cuts[-1]:
+                cuts.append(nl + 1)
+        cuts.append(size)
+    ranges = list(zip(cuts, cuts[1:]))
+    counts = map_blocks(options, CountLines(path), ranges)
+    if _any_unreadable(counts):
+        return None
+    blocks, first, line = [], 0, 1
+    for (a, b), (newlines, nonblank) in zip(ranges, counts):
+        blocks.append((a, b, first, line, nonblank))
+        first += nonblank
+        line += newlines
+    parts = map_blocks(options, ScanLines(path, fmt), blocks)
+    if _any_unreadable(parts):
+        return None
+    return fold_parts(path, fmt, parts, started)
+
+
+def _find_newline(f: Any, at: int, size: int) -> int | None:
+    """The offset of the first newline at or after ``at`` (read in small steps)."""
+    f.seek(at)
+    while at < size:
+        chunk = f.read(64 << 10)
+        if not chunk:
+            return None
+        k = chunk.find(b"\n")
+        if k >= 0:
+            return at + k
+        at += len(chunk)
+    return None
 
 
 def _blank_lines(chunk: bytes) -> int:
@@ -294,7 +410,7 @@ class CountArray:
     def __call__(self, block: tuple[int, int, int | None]) -> Any:
         from doctor.checks.dataset.scan import count_array_part
 
-        return count_array_part(self.path, *block)
+        return _guarded(count_array_part, self.path, *block)
 
 
 class ScanArray:
@@ -308,7 +424,7 @@ class ScanArray:
     def __call__(self, block: tuple[int, int, int, int, int, int]) -> Any:
         from doctor.checks.dataset.scan import scan_array_part
 
-        return scan_array_part(self.path, self.fmt, *block)
+        return _guarded(scan_array_part, self.path, self.fmt, *block)
 
 
 def array_start(path: str) -> int | None:
@@ -395,11 +511,15 @@ def scan_json_array(path: str, options: Any, run: Callable[[Any, list], list] | 
     cuts = [k * size // count for k in range(count)] + [size]
     blocks = [(a, b, first if k == 0 else None) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     counted = run(CountArray(path), blocks)
+    if _any_unreadable(counted):
+        return None
     parts = [SimpleNamespace(cut=a, result=r) for (a, _b, _s), r in zip(blocks, counted)]
     plan = cut_array(size, first, parts, lambda cut, end, start: count_array_part(path, cut, end, start))
     if plan is None:
         return None
     scanned = run(ScanArray(path, fmt), [block for block, _n in plan])
+    if _any_unreadable(scanned):
+        return None
     if [p.records for p in scanned] != [n for _block, n in plan]:
         return None  # pass 2 read other elements than pass 1 counted: never fold those
     return fold_array_parts(path, fmt, scanned, started, size)
@@ -415,5 +535,12 @@ def scan_table(path: str, options: Any) -> Any:
     scan = new_scan(path, options)
     if scan.fmt is not None:
         blocks = [([g], first) for g, first in enumerate(group_rows(path))]
-        merge_parts(scan, map_blocks(options, ScanGroups(path, options), blocks))
+        if _process_local(path):
+            parts = [ScanGroups(path, options)(block) for block in blocks]
+        else:
+            parts = map_blocks(options, ScanGroups(path, options), blocks)
+        # a block its worker could not read (the URL unreachable there): read here, as without Ray
+        parts = [ScanGroups(path, options).local(block) if isinstance(p, Unreadable) else p
+                 for p, block in zip(parts, blocks)]
+        merge_parts(scan, parts)
     return finish(scan, options, started)
