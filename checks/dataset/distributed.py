@@ -193,6 +193,8 @@ class ProbeBatch:
 
 
 def probe_images(options: Any, prober: Any, refs: list[str]) -> list[tuple]:
+    if _process_local(getattr(prober, "root", "")):
+        return prober.batch(refs)  # storage only this process sees: its workers would find nothing
     batches = [refs[k:k + IMAGE_BATCH] for k in range(0, len(refs), IMAGE_BATCH)]
     out: list[tuple] = []
     for result in map_blocks(options, ProbeBatch(prober), batches):
