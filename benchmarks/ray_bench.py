@@ -138,6 +138,22 @@ def array_case(root: Path, args: argparse.Namespace) -> int:
     print(f"{'Ray, %d workers (local)' % args.workers:30} {ray:8.2f} {n / ray:10,.0f} {mib / ray:7.1f} "
           f"{single / ray:14.2f}x {steady:24,.0f}")
     print(f"Ray start-up and shutdown alone: {start_only:.2f} s")
+    # The parts' work without Ray (the same blocks in a plain loop, one core): what each worker
+    # core of a cluster does per second, and the driver's share (head, chain, fold, duplicate ids).
+    code = ("import sys, time, json; from doctor.checks.dataset import distributed as d\n"
+            "spent = {}\n"
+            "def loop(fn, blocks):\n"
+            "    t = time.perf_counter(); out = [fn(b) for b in blocks]\n"
+            "    spent[type(fn).__name__] = time.perf_counter() - t; return out\n"
+            "t = time.perf_counter(); scan = d.scan_json_array(sys.argv[1], None, run=loop, part_bytes=int(sys.argv[2]))\n"
+            "spent['total'] = time.perf_counter() - t; assert scan is not None; print(json.dumps(spent))")
+    out = subprocess.run([sys.executable, "-c", code, str(data), str(args.part_mib << 20)], capture_output=True,
+                         text=True, check=True).stdout
+    spent = json.loads(out.strip().splitlines()[-1])
+    work = spent["CountArray"] + spent["ScanArray"]
+    print(f"the parts' work in one process, no Ray: pass 1 (find + count) {spent['CountArray']:.2f} s, pass 2 (check) "
+          f"{spent['ScanArray']:.2f} s = {mib / work:,.0f} MiB/s per worker core; driver (head, chain, fold) "
+          f"{spent['total'] - work:.2f} s")
     return 0
 
 

@@ -13,8 +13,7 @@ locations, order):
   ``scan.fold_parts``. The driver counts the lines before each cut (a memchr pass) and finds the
   file's format in its first records; a part in which a value spans lines, two values share a
   line or the reading stops (invalid UTF-8) cannot be placed exactly, and then the file is read
-  by one process, as without Ray.
-
+  by one process, as without Ray;
 - byte ranges of a JSON array (LLaVA's format, often one line), in two passes: each worker
   guesses where the first element at or after its cut starts (``jsonstream.find_array_start``) and
   counts the elements that start before its end (``scan.count_array_part``); the driver verifies
@@ -24,6 +23,11 @@ locations, order):
   newlines and characters) as in the whole file (``scan.scan_array_part``), folded by
   ``scan.fold_array_parts``. A parse error anywhere, a BOM, or no known format in the first
   records: one process reads the file.
+
+A dataset given as a URL (``s3://bucket/train.jsonl``) is read by the workers through fsspec, each
+its own ranges or row groups; the driver reads its head and a few bytes at each cut. A worker that
+cannot read it returns ``Unreadable`` and the driver reads the file itself; ``memory://`` (one
+process's storage) never leaves the driver.
 
 Without ``--ray-address`` a local Ray instance starts on the loopback interface (Ray's embedded
 default), so the same command runs on a laptop; with one, it joins that cluster (every node needs
