@@ -59,12 +59,14 @@ def array_file(draw):
     records: list = [draw(record(i)) for i in range(n)]
     if n > 2 and draw(st.booleans()):  # elements that are not objects
         records.insert(draw(st.integers(1, n - 1)), draw(st.sampled_from([[1, 2], "x, {", 3, None, [{"a": 1}]])))
-    layout = draw(st.sampled_from(["minified", "compact", "indent2", "indent4", "per-line"]))
+    layout = draw(st.sampled_from(["minified", "compact", "indent2", "indent4", "per-line", "tabs-crlf"]))
     ascii_only = draw(st.booleans())
     if layout == "minified":
         text = json.dumps(records, separators=(",", ":"), ensure_ascii=ascii_only)
     elif layout == "compact":
         text = json.dumps(records, ensure_ascii=ascii_only)
+    elif layout == "tabs-crlf":  # Windows line ends and tab indents: columns count "\r" and "\t" as characters
+        text = json.dumps(records, indent="\t", ensure_ascii=ascii_only).replace("\n", "\r\n")
     elif layout == "per-line":
         text = "[\n" + ",\n".join("  " + json.dumps(r, ensure_ascii=ascii_only) for r in records) + "\n]"
     else:

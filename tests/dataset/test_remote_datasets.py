@@ -52,7 +52,7 @@ def _records(n: int) -> list:
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     """The same dataset as a JSON array, JSON Lines and parquet, with images beside it (some missing)."""
-    from doctor.testing.tables import TABLE_PROBLEMS, make_rows, write_parquet
+    from doctor.testing.tables import TABLE_PROBLEMS, make_rows, write_arrow, write_parquet
 
     root = tmp_path_factory.mktemp("remote")
     for k in range(11):
@@ -63,6 +63,8 @@ def local(tmp_path_factory):
     (root / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     rows, _ = make_rows(200, TABLE_PROBLEMS)
     write_parquet(root / "train.parquet", rows, row_group_size=32)
+    write_arrow(root / "stream.arrow", rows, batch_size=32)  # save_to_disk's stream format
+    write_arrow(root / "file.arrow", rows, batch_size=32, stream=False)
     return root
 
 
@@ -74,13 +76,13 @@ def to_memory(root: Path, prefix: str) -> str:
     return f"memory://{prefix}"
 
 
-@pytest.mark.parametrize("name", ["train.json", "train.jsonl", "train.parquet"])
+@pytest.mark.parametrize("name", ["train.json", "train.jsonl", "train.parquet", "stream.arrow", "file.arrow"])
 def test_a_memory_url_gives_the_local_report(local, name):
     folder = to_memory(local, f"one-{name}")
     report = doctor.check(f"{folder}/{name}")
     want = same(report, doctor.check(str(local / name)), folder, str(local))
-    assert {"DAT101", "DAT901"} <= {f["code"] for f in want} or name.endswith("parquet")
-    if name != "train.parquet":  # relative images were read from the URL's folder: some found, some not
+    assert {"DAT101", "DAT901"} <= {f["code"] for f in want} or name.endswith((".parquet", ".arrow"))
+    if name.endswith(".json") or name.endswith(".jsonl"):  # relative images were read from the URL's folder: some found, some not
         assert any(f["code"] == "DAT201" for f in want) and not any(f["code"] == "DAT210" for f in want)
 
 
