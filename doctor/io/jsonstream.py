@@ -711,6 +711,7 @@ def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -
 START_WINDOW = 1 << 20  # bytes after a cut searched for the first element that starts there
 START_TRIES = 256  # candidate starts tried before a part gives up (the driver then places it)
 LOOKBACK = 4096  # bytes before a cut read to see what precedes a candidate
+PLAUSIBLE_WINDOW = 256 << 10  # bytes from a candidate in which its elements must parse in sequence
 
 
 def chars(data: bytes) -> int:
@@ -769,7 +770,9 @@ def find_array_start(f: BinaryIO, cut: int, end: int) -> int | None:
         j = p - 1
         while j >= 0 and data[j] in b" \t\n\r":
             j -= 1
-        if j >= 0 and data[j] == 0x2C and _plausible(data[p:].decode("utf-8", "replace"), at_eof):
+        window = data[p:p + PLAUSIBLE_WINDOW]
+        if j >= 0 and data[j] == 0x2C and _plausible(window.decode("utf-8", "replace"),
+                                                     at_eof and p + len(window) >= len(data)):
             return base + p
     return None
 
