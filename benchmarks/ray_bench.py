@@ -127,15 +127,15 @@ def array_case(root: Path, args: argparse.Namespace) -> int:
     part = {"VLM_DOCTOR_BENCH_PART_BYTES": str(args.part_mib << 20)}
     single = run(base)
     ray = run([sys.executable, "-c", _WITH_PART, *base[3:], "--engine", "ray", "--jobs", str(args.workers)], part)
-    start_only = run([sys.executable, "-c", "import ray; ray.init(num_cpus=%d, include_dashboard=False, "
-                      "_node_ip_address='127.0.0.1'); ray.shutdown()" % args.workers])
+    start_only = run([sys.executable, "-c", f"import ray; ray.init(num_cpus={args.workers}, include_dashboard=False, "
+                      "_node_ip_address='127.0.0.1'); ray.shutdown()"])
     n = args.array_records
     print(f"\nJSON array on one line: {data} ({n:,} records, {mib:,.0f} MiB), --images none, "
           f"Ray parts of {args.part_mib} MiB")
     print(f"{'contender':30} {'wall s':>8} {'records/s':>10} {'MiB/s':>7} {'vs one process':>15} {'records/s past start-up':>24}")
     print(f"{'one process':30} {single:8.2f} {n / single:10,.0f} {mib / single:7.1f} {1.0:14.2f}x")
     steady = n / max(ray - start_only, 1e-3)
-    print(f"{'Ray, %d workers (local)' % args.workers:30} {ray:8.2f} {n / ray:10,.0f} {mib / ray:7.1f} "
+    print(f"{f'Ray, {args.workers} workers (local)':30} {ray:8.2f} {n / ray:10,.0f} {mib / ray:7.1f} "
           f"{single / ray:14.2f}x {steady:24,.0f}")
     print(f"Ray start-up and shutdown alone: {start_only:.2f} s")
     # The parts' work without Ray (the same blocks in a plain loop, one core): what each worker

@@ -308,7 +308,7 @@ def scan_json_lines(path: str, options: Any) -> Any:
                 cuts.append(nl + 1)
         cuts.append(size)
         blocks, first, line = [], 0, 1
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in zip(cuts, cuts[1:], strict=False):
             chunk = mm[a:b]
             newlines = chunk.count(b"\n")
             pieces = newlines + (0 if chunk.endswith(b"\n") else 1)
@@ -349,12 +349,12 @@ def _scan_json_url(path: str, options: Any, started: float) -> Any:
             if nl + 1 > cuts[-1]:
                 cuts.append(nl + 1)
         cuts.append(size)
-    ranges = list(zip(cuts, cuts[1:]))
+    ranges = list(zip(cuts, cuts[1:], strict=False))
     counts = map_blocks(options, CountLines(path), ranges)
     if _any_unreadable(counts):
         return None
     blocks, first, line = [], 0, 1
-    for (a, b), (newlines, nonblank) in zip(ranges, counts):
+    for (a, b), (newlines, nonblank) in zip(ranges, counts, strict=True):
         blocks.append((a, b, first, line, nonblank))
         first += nonblank
         line += newlines
@@ -515,11 +515,11 @@ def scan_json_array(path: str, options: Any, run: Callable[[Any, list], list] | 
     else:
         count = max(1, -(-size // part_bytes))
     cuts = [k * size // count for k in range(count)] + [size]
-    blocks = [(a, b, first if k == 0 else None) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    blocks = [(a, b, first if k == 0 else None) for k, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
     counted = run(CountArray(path), blocks)
     if _any_unreadable(counted):
         return None
-    parts = [SimpleNamespace(cut=a, result=r) for (a, _b, _s), r in zip(blocks, counted)]
+    parts = [SimpleNamespace(cut=a, result=r) for (a, _b, _s), r in zip(blocks, counted, strict=True)]
     plan = cut_array(size, first, parts, lambda cut, end, start: count_array_part(path, cut, end, start))
     if plan is None:
         return None
@@ -547,6 +547,6 @@ def scan_table(path: str, options: Any) -> Any:
             parts = map_blocks(options, ScanGroups(path, options), blocks)
         # a block its worker could not read (the URL unreachable there): read here, as without Ray
         parts = [ScanGroups(path, options).local(block) if isinstance(p, Unreadable) else p
-                 for p, block in zip(parts, blocks)]
+                 for p, block in zip(parts, blocks, strict=True)]
         merge_parts(scan, parts)
     return finish(scan, options, started)

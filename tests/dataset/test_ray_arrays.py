@@ -13,7 +13,6 @@ pytest.importorskip("ray")
 import doctor
 from doctor.checks.dataset import distributed
 from doctor.testing import make_image
-
 from tests.helpers.reports import comparable
 
 

@@ -15,9 +15,9 @@ import pytest
 
 fsspec = pytest.importorskip("fsspec")
 
-import doctor
-from doctor.testing import make_image
-from tests.helpers.reports import comparable
+import doctor  # noqa: E402 - after the importorskip
+from doctor.testing import make_image  # noqa: E402
+from tests.helpers.reports import comparable  # noqa: E402
 
 # The one wording that differs: a local prober says "file", an object-storage one "object".
 WORDING = re.compile(r"no such (file|object)")
