@@ -179,3 +179,14 @@ def test_fix_on_a_url_writes_nothing(local, tmp_path):
     assert report.fixes and all(o.error and "not repaired" in o.error for o in report.fixes)
     local_report = doctor.check(str(local / "train.json"))
     assert any(f.fix is not None for f in local_report.findings)  # the local twin has fixes to apply
+
+
+def test_sarif_names_the_url_itself(local, capsys):
+    from doctor.cli import main
+
+    folder = to_memory(local, "sarif")
+    main(["check", f"{folder}/train.json", "--no-progress", "--images", "none", "--output-format", "sarif"])
+    sarif = json.loads(capsys.readouterr().out)
+    uris = {loc["physicalLocation"]["artifactLocation"]["uri"]
+            for result in sarif["runs"][0]["results"] for loc in result.get("locations", [])}
+    assert f"{folder}/train.json" in uris
