@@ -169,9 +169,11 @@ class Unreadable:
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    from doctor.checks.dataset.tables import TableUnavailable  # pyarrow's "cannot open" on a worker
+
     try:
         return fn(*args)
-    except OSError as e:
+    except (OSError, TableUnavailable) as e:
         return Unreadable(f"{type(e).__name__}: {e}")
 
 

@@ -190,3 +190,29 @@ def test_sarif_names_the_url_itself(local, capsys):
     uris = {loc["physicalLocation"]["artifactLocation"]["uri"]
             for result in sarif["runs"][0]["results"] for loc in result.get("locations", [])}
     assert f"{folder}/train.json" in uris
+
+
+@pytest.mark.parametrize("name", ["train.json", "train.jsonl", "train.parquet"])
+def test_workers_that_cannot_read_the_url_leave_it_to_the_driver(local, monkeypatch, name):
+    """Ray's workers really cannot see this process's memory:// storage; told it is shareable,
+    the driver ships the parts, each worker answers Unreadable, and the driver reads the file."""
+    pytest.importorskip("ray")
+    from doctor.checks.dataset import distributed
+
+    monkeypatch.setattr(distributed, "_process_local", lambda path: False)
+    monkeypatch.setattr(distributed, "MIN_PART_BYTES", 8 << 10)
+    monkeypatch.setattr(distributed, "PART_BYTES", 16 << 10)
+    unreadable = []
+    original = distributed._any_unreadable
+
+    def spy(results):
+        found = original(results)
+        unreadable.append(found)
+        return found
+
+    monkeypatch.setattr(distributed, "_any_unreadable", spy)
+    folder = to_memory(local, f"unshared-{name}")
+    report = doctor.check(f"{folder}/{name}", engine="ray", jobs=2, images="none")
+    same(report, doctor.check(str(local / name), images="none"), folder, str(local))
+    if name != "train.parquet":  # a table's unreadable row groups are read again one by one, no spy
+        assert True in unreadable  # the workers did answer that they could not read it
