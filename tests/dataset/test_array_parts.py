@@ -163,3 +163,24 @@ def test_arrays_one_process_must_read_fall_back(tmp_path, broken):
     path = tmp_path / "d.json"
     path.write_text(text, encoding="utf-8")
     assert distributed.scan_json_array(str(path), None, run=loop, part_bytes=64) is None
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_file_level_findings_of_an_array_survive_the_cut(tmp_path, suffix):
+    """An array in a .jsonl file, a trailing comma, duplicate and mixed-type ids: the findings
+    made from the whole array come out of the parts as from one process."""
+    recs = [{"id": i if i == 7 else f"r{i % 40}", "image": "a.png",
+             "conversations": [{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}
+            for i in range(80)]
+    body = ",\n".join(json.dumps(r) for r in recs)
+    path = tmp_path / f"data{suffix}"
+    path.write_text("[\n" + body + ",\n]\n")
+    assert check_equal(path, 300)
+    codes = set(scan_dataset(str(path)).problems.counts)
+    assert {"DAT004", "DAT015", "DAT016"} <= codes and (suffix == ".json" or "DAT007" in codes), codes
+
+
+def test_an_array_of_unknown_records_is_left_to_one_process(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"text": f"t{i}"} for i in range(300)]))
+    assert distributed.scan_json_array(str(path), None, run=loop, part_bytes=200) is None
