@@ -103,6 +103,12 @@ def discover(paths: list[str]) -> list[Artifact]:
     found: list[Artifact] = []
     seen: set[str] = set()
     for raw in paths:
+        if _is_url(raw):
+            art = _discover_url(raw)
+            if art.path not in seen:
+                seen.add(art.path)
+                found.append(art)
+            continue
         p = Path(raw)
         if not p.exists() and not p.is_symlink():
             raise ArtifactError(f"{raw}: no such file or folder")
@@ -115,6 +121,57 @@ def discover(paths: list[str]) -> list[Artifact]:
                 seen.add(art.path)
                 found.append(art)
     return found
+
+
+def _is_url(raw: str) -> bool:
+    return "://" in raw
+
+
+URL_DATASET_SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+def _discover_url(url: str) -> Artifact:
+    """A dataset file given as an fsspec URL (``s3://bucket/train.jsonl``, ``hf://datasets/...``,
+    ``gs://``, ``memory://``, ``file://``): a dataset by its suffix, else by its first bytes
+    (``sniff``); anything else is DOC002 naming what it is. An object that does not exist, a
+    protocol whose fsspec package is missing, or a folder: an ``ArtifactError`` (exit 2) naming
+    the URL and the package to install; never a traceback."""
+    from doctor.io.jsonstream import URL_HINT
+
+    try:
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        raise ArtifactError(f"{url}: cannot read this URL: {e} ({URL_HINT})") from None
+    except Exception as e:  # noqa: BLE001 - an unknown protocol ("Protocol not known"), bad options
+        raise ArtifactError(f"{url}: cannot read this URL: {type(e).__name__}: {e} ({URL_HINT})") from None
+    try:
+        info = fs.info(key)
+    except FileNotFoundError:
+        raise ArtifactError(f"{url}: no such object") from None
+    except Exception as e:  # noqa: BLE001 - no credentials, no network: each backend its own error
+        raise ArtifactError(f"{url}: cannot read this URL: {type(e).__name__}: {e}") from None
+    if info.get("type") == "directory":
+        raise ArtifactError(f"{url}: a folder; give the dataset file's URL (a .json, .jsonl, .parquet or .arrow "
+                            "object; a folder of parquet shards is checked one shard URL at a time)")
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    low = name.lower()
+    for suffix, fmt in URL_DATASET_SUFFIXES.items():
+        if low.endswith(suffix):
+            return Artifact(url, frozenset({"dataset"}), {"format": fmt, "url": True})
+    try:
+        with fs.open(key, "rb") as f:
+            head = f.read(4096)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(f"{url}: cannot read this URL: {type(e).__name__}: {e}") from None
+    kind, what = _sniff_bytes(head, int(info.get("size") or len(head)))
+    if kind in ("json", "jsonl"):
+        return Artifact(url, frozenset({"dataset"}), {"format": kind, "url": True})
+    message = (f"{name} is {what} ({int(info.get('size') or 0):,} bytes): given as a URL, only a dataset file "
+               "(.json, .jsonl, .parquet, .arrow, or JSON content) is checked")
+    return Artifact(url, frozenset({"unrecognized"}), {"message": message, "files": 1, "folders": 0,
+                                                       "names": [name], "what": what})
 
 
 def classify(path: Path, explicit: bool = False) -> Artifact | None:
@@ -266,6 +323,11 @@ def sniff(path: Path) -> tuple[str, str]:
             head = f.read(4096)
     except OSError as e:
         return "unreadable", f"a file that cannot be read ({e.strerror or e})"
+    return _sniff_bytes(head, size)
+
+
+def _sniff_bytes(head: bytes, size: int) -> tuple[str, str]:
+    """``sniff`` of a file's first bytes (at most 4 KiB) and its size."""
     if not head:
         return "empty", "an empty file"
     if head.startswith(b"PK\x03\x04"):

@@ -43,8 +43,13 @@ TO_LINES = frozenset({DAT.ARRAY_IN_JSON_LINES_FILE, DAT.NOT_ONE_RECORD_PER_LINE}
 
 def apply(artifact: Artifact, findings: list[Finding], options: Options) -> FixOutcome:
     """Write ``<name>.fixed.json`` (and ``<name>.rejected.jsonl``) for the findings passed in."""
-    src = Path(artifact.path)
     outcome = FixOutcome(fixer="dataset", path=artifact.path)
+    if "://" in artifact.path:  # inputs are never modified, and nothing is written beside a URL
+        outcome.error = (f"{artifact.path}: a dataset given as a URL is not repaired (nothing is written to object "
+                         "storage, nor silently elsewhere); copy it here (e.g. fsspec / aws s3 cp) and run --fix on "
+                         "the local copy")
+        return outcome
+    src = Path(artifact.path)
     codes = {f.code for f in findings}
     unsafe = bool(options.unsafe_fixes) and any(f.fix and f.fix.applicability is Applicability.UNSAFE
                                                 for f in findings)

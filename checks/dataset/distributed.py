@@ -13,10 +13,21 @@ locations, order):
   ``scan.fold_parts``. The driver counts the lines before each cut (a memchr pass) and finds the
   file's format in its first records; a part in which a value spans lines, two values share a
   line or the reading stops (invalid UTF-8) cannot be placed exactly, and then the file is read
-  by one process, as without Ray.
+  by one process, as without Ray;
+- byte ranges of a JSON array (LLaVA's format, often one line), in two passes: each worker
+  guesses where the first element at or after its cut starts (``jsonstream.find_array_start``) and
+  counts the elements that start before its end (``scan.count_array_part``); the driver verifies
+  the chain (part 0 starts at the array's first element; part k+1 is right when its guess is where
+  part k's last element ended, else it is counted again from there, ``cut_array``), then the
+  workers check their elements, numbered and positioned (line and column, from each range's
+  newlines and characters) as in the whole file (``scan.scan_array_part``), folded by
+  ``scan.fold_array_parts``. A parse error anywhere, a BOM, or no known format in the first
+  records: one process reads the file.
 
-A JSON array (``json.load``'s format) is read by the driver: only a reader of the whole text knows
-where its records start; it runs at ``json.load`` speed or better, ahead of the image checks.
+A dataset given as a URL (``s3://bucket/train.jsonl``) is read by the workers through fsspec, each
+its own ranges or row groups; the driver reads its head and a few bytes at each cut. A worker that
+cannot read it returns ``Unreadable`` and the driver reads the file itself; ``memory://`` (one
+process's storage) never leaves the driver.
 
 Without ``--ray-address`` a local Ray instance starts on the loopback interface (Ray's embedded
 default), so the same command runs on a laptop; with one, it joins that cluster (every node needs
@@ -38,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from doctor.errors import UsageError
+from doctor.io.jsonstream import is_url
 
 RAY_HINT = "pip install 'vlm-doctor[ray]'"
 IMAGE_BATCH = 256
@@ -148,6 +160,32 @@ def _die_once(marker: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Unreadable:
+    """A block's result when its worker could not read the dataset (a URL it cannot reach, a path
+    not mounted there): the driver then reads the file itself, as without Ray."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    from doctor.checks.dataset.tables import TableUnavailable  # pyarrow's "cannot open" on a worker
+
+    try:
+        return fn(*args)
+    except (OSError, TableUnavailable) as e:
+        return Unreadable(f"{type(e).__name__}: {e}")
+
+
+def _any_unreadable(results: list[Any]) -> bool:
+    return any(isinstance(r, Unreadable) for r in results)
+
+
+def _process_local(path: str) -> bool:
+    """A URL only this process can read (fsspec's memory:// lives in one process's memory)."""
+    return str(path).startswith("memory://")
+
+
 # ---- images -------------------------------------------------------------------------------------
 class ProbeBatch:
     """One batch of distinct image paths, probed on a worker as the thread pool does locally (with
@@ -161,6 +199,8 @@ class ProbeBatch:
 
 
 def probe_images(options: Any, prober: Any, refs: list[str]) -> list[tuple]:
+    if _process_local(getattr(prober, "root", "")):
+        return prober.batch(refs)  # storage only this process sees: its workers would find nothing
     batches = [refs[k:k + IMAGE_BATCH] for k in range(0, len(refs), IMAGE_BATCH)]
     out: list[tuple] = []
     for result in map_blocks(options, ProbeBatch(prober), batches):
@@ -177,6 +217,9 @@ class ScanGroups:
         self.options = {k: getattr(options, k, None) for k in ("images", "image_folder", "decode_sample")}
 
     def __call__(self, block: tuple[list[int], int]) -> Any:
+        return _guarded(self.local, block)
+
+    def local(self, block: tuple[list[int], int]) -> Any:
         from types import SimpleNamespace
 
         from doctor.checks.dataset.tables import scan_part
@@ -201,7 +244,33 @@ class ScanLines:
         from doctor.checks.dataset.scan import scan_part
 
         start, end, first, first_line, nonblank = block
-        return scan_part(self.path, self.fmt, start, end, first, first_line, nonblank)
+        return _guarded(scan_part, self.path, self.fmt, start, end, first, first_line, nonblank)
+
+
+class CountLines:
+    """Pass 1 over one byte range of a JSON Lines file given as a URL, on a worker: its newlines
+    and blank lines (for a local file the driver counts them itself, memory-mapped)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, block: tuple[int, int]) -> Any:
+        return _guarded(_count_lines, self.path, *block)
+
+
+def _count_lines(path: str, start: int, end: int) -> tuple[int, int]:
+    from doctor.io.jsonstream import open_binary
+
+    with open_binary(path) as f:
+        f.seek(start)
+        chunk = f.read(end - start)
+    return chunk.count(b"\n"), _line_pieces(chunk)
+
+
+def _line_pieces(chunk: bytes) -> int:
+    """Non-blank lines of ``chunk`` (the records a part holds when each is on its own line)."""
+    newlines = chunk.count(b"\n")
+    return newlines + (0 if chunk.endswith(b"\n") else 1) - _blank_lines(chunk)
 
 
 def scan_json_lines(path: str, options: Any) -> Any:
@@ -214,16 +283,23 @@ def scan_json_lines(path: str, options: Any) -> Any:
     from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
 
     started = time.perf_counter()
+    if _process_local(path):
+        return None
+    if is_url(path):
+        return _scan_json_url(path, options, started)
     size = os.path.getsize(path)
     if size < 2 * MIN_PART_BYTES:
         return None
+    array = False
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         head = mm[:3]
-        if head.startswith(b"\xef\xbb\xbf") or mm[:4096].lstrip()[:1] in (b"[", b""):
+        if head.startswith(b"\xef\xbb\xbf") or mm[:4096].lstrip()[:1] == b"":
             return None
-        fmt = _format_of(path, DETECT_WITHIN)
+        if mm[:4096].lstrip()[:1] == b"[":
+            array = True
+        fmt = None if array else _format_of(path, DETECT_WITHIN)
         if fmt is None:
-            return None
+            return None if not array else scan_json_array(path, options)
         count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
         cuts = [0]
         for k in range(1, count):
@@ -234,7 +310,7 @@ def scan_json_lines(path: str, options: Any) -> Any:
                 cuts.append(nl + 1)
         cuts.append(size)
         blocks, first, line = [], 0, 1
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in zip(cuts, cuts[1:], strict=False):
             chunk = mm[a:b]
             newlines = chunk.count(b"\n")
             pieces = newlines + (0 if chunk.endswith(b"\n") else 1)
@@ -243,7 +319,65 @@ def scan_json_lines(path: str, options: Any) -> Any:
             first += nonblank
             line += newlines
     parts = map_blocks(options, ScanLines(path, fmt), blocks)
+    if _any_unreadable(parts):
+        return None
     return fold_parts(path, fmt, parts, started)
+
+
+def _scan_json_url(path: str, options: Any, started: float) -> Any:
+    """``scan_json_lines`` of a dataset given as a URL: the driver reads only the head and a few
+    bytes at each cut; the workers count the lines of their ranges, then check them."""
+    from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
+    from doctor.io.jsonstream import file_size, open_binary
+
+    size = file_size(path)
+    if size < 2 * MIN_PART_BYTES:
+        return None
+    with open_binary(path) as f:
+        head = f.read(4096)
+        if head.startswith(b"\xef\xbb\xbf") or head.lstrip()[:1] == b"":
+            return None
+        if head.lstrip()[:1] == b"[":
+            return scan_json_array(path, options)
+        fmt = _format_of(path, DETECT_WITHIN)
+        if fmt is None:
+            return None
+        count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
+        cuts = [0]
+        for k in range(1, count):
+            nl = _find_newline(f, k * size // count, size)
+            if nl is None or nl + 1 >= size:
+                break
+            if nl + 1 > cuts[-1]:
+                cuts.append(nl + 1)
+        cuts.append(size)
+    ranges = list(zip(cuts, cuts[1:], strict=False))
+    counts = map_blocks(options, CountLines(path), ranges)
+    if _any_unreadable(counts):
+        return None
+    blocks, first, line = [], 0, 1
+    for (a, b), (newlines, nonblank) in zip(ranges, counts, strict=True):
+        blocks.append((a, b, first, line, nonblank))
+        first += nonblank
+        line += newlines
+    parts = map_blocks(options, ScanLines(path, fmt), blocks)
+    if _any_unreadable(parts):
+        return None
+    return fold_parts(path, fmt, parts, started)
+
+
+def _find_newline(f: Any, at: int, size: int) -> int | None:
+    """The offset of the first newline at or after ``at`` (read in small steps)."""
+    f.seek(at)
+    while at < size:
+        chunk = f.read(64 << 10)
+        if not chunk:
+            return None
+        k = chunk.find(b"\n")
+        if k >= 0:
+            return at + k
+        at += len(chunk)
+    return None
 
 
 def _blank_lines(chunk: bytes) -> int:
@@ -273,6 +407,132 @@ def _format_of(path: str, within: int) -> str | None:
     return None
 
 
+# ---- JSON arrays --------------------------------------------------------------------------------
+class CountArray:
+    """Pass 1 over one byte range of a JSON array, on a worker: where its first element starts and
+    how many start in it (``scan.count_array_part``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, block: tuple[int, int, int | None]) -> Any:
+        from doctor.checks.dataset.scan import count_array_part
+
+        return _guarded(count_array_part, self.path, *block)
+
+
+class ScanArray:
+    """Pass 2 over one byte range of a JSON array, on a worker: the record rules on its elements,
+    numbered and positioned as in the whole file (``scan.scan_array_part``)."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+
+    def __call__(self, block: tuple[int, int, int, int, int, int]) -> Any:
+        from doctor.checks.dataset.scan import scan_array_part
+
+        return _guarded(scan_array_part, self.path, self.fmt, *block)
+
+
+def array_start(path: str) -> int | None:
+    """The byte offset of a JSON array's first element; None when the file is not an array with
+    one (a BOM, another top level, an empty array), which one process reads."""
+    from doctor.io.jsonstream import open_binary
+
+    with open_binary(path) as f:
+        head = f.read(64 << 10)
+    if head.startswith(b"\xef\xbb\xbf"):
+        return None
+    body = head.lstrip(b" \t\n\r")
+    if body[:1] != b"[":
+        return None
+    at = len(head) - len(body) + 1
+    rest = head[at:].lstrip(b" \t\n\r")
+    if rest[:1] in (b"]", b""):
+        return None
+    return len(head) - len(rest)
+
+
+def cut_array(size: int, first: int, parts: list[Any], recount: Callable[..., Any]) -> list[tuple] | None:
+    """Verify the chain of pass 1's parts and give pass 2's blocks ((start, end, first record, cut,
+    line and column at the cut), elements in it); None when the array cannot be placed exactly (a parse error: one
+    process reads it and reports what it reports).
+
+    Part 0 starts at the array's first element (found by the driver). If part k is right, the
+    element after its last one starts where it says (``next``); part k+1 is right when its guess
+    is that offset. A part whose guess differs (inside a string, a nested object, after an
+    element that is not an object) is counted again from the known offset (``recount``, on the
+    driver); a part in which no element starts (one element spans it) is skipped."""
+    cuts = [b.cut for b in parts] + [size]
+    blocks = []
+    expected: int | None = first
+    index, line, column = 0, 1, 1
+    from doctor.io.jsonstream import advance
+
+    for k, part in enumerate(parts):
+        cut, end = cuts[k], cuts[k + 1]
+        if expected is not None and expected < end:
+            result = part.result
+            if result.start != expected or result.error:
+                result = recount(cut, end, expected)
+            if result.error or result.start != expected:
+                return None
+            blocks.append(((expected, end, index, cut, line, column), result.records))
+            index += result.records
+            expected = result.next
+        line, column = advance(line, column, part.result.stats)
+    return blocks if expected is None else None
+
+
+def scan_json_array(path: str, options: Any, run: Callable[[Any, list], list] | None = None,
+                    part_bytes: int | None = None) -> Any:
+    """``scan.scan_dataset`` of a JSON array with its byte ranges read across the cluster, in two
+    passes (find and count the elements of each range, verified as a chain on the driver; then
+    check them, numbered and positioned as in the whole file); None when one process must read it
+    (too small, no known format in the first records, a BOM, a parse error anywhere). ``run``
+    maps a block function over blocks (default: on the cluster, ``map_blocks``; the property
+    tests pass a plain loop), ``part_bytes`` sets the part size (tests: tiny parts)."""
+    import time
+    from types import SimpleNamespace
+
+    from doctor.checks.dataset.scan import DETECT_WITHIN, count_array_part, fold_array_parts
+    from doctor.io.jsonstream import file_size
+
+    started = time.perf_counter()
+    if run is None:
+        def run(fn: Any, blocks: list) -> list:
+            return map_blocks(options, fn, blocks)
+    size = file_size(path)
+    if part_bytes is None and size < 2 * MIN_PART_BYTES:
+        return None
+    first = array_start(path)
+    if first is None:
+        return None
+    fmt = _format_of(path, DETECT_WITHIN)
+    if fmt is None:
+        return None
+    if part_bytes is None:
+        count = max(2, min(size // MIN_PART_BYTES, -(-size // PART_BYTES)))
+    else:
+        count = max(1, -(-size // part_bytes))
+    cuts = [k * size // count for k in range(count)] + [size]
+    blocks = [(a, b, first if k == 0 else None) for k, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
+    counted = run(CountArray(path), blocks)
+    if _any_unreadable(counted):
+        return None
+    parts = [SimpleNamespace(cut=a, result=r) for (a, _b, _s), r in zip(blocks, counted, strict=True)]
+    plan = cut_array(size, first, parts, lambda cut, end, start: count_array_part(path, cut, end, start))
+    if plan is None:
+        return None
+    scanned = run(ScanArray(path, fmt), [block for block, _n in plan])
+    if _any_unreadable(scanned):
+        return None
+    if [p.records for p in scanned] != [n for _block, n in plan]:
+        return None  # pass 2 read other elements than pass 1 counted: never fold those
+    return fold_array_parts(path, fmt, scanned, started, size)
+
+
 def scan_table(path: str, options: Any) -> Any:
     """``tables.scan_table`` with one block per row group, scanned across the cluster."""
     import time
@@ -283,5 +543,12 @@ def scan_table(path: str, options: Any) -> Any:
     scan = new_scan(path, options)
     if scan.fmt is not None:
         blocks = [([g], first) for g, first in enumerate(group_rows(path))]
-        merge_parts(scan, map_blocks(options, ScanGroups(path, options), blocks))
+        if _process_local(path):
+            parts = [ScanGroups(path, options)(block) for block in blocks]
+        else:
+            parts = map_blocks(options, ScanGroups(path, options), blocks)
+        # a block its worker could not read (the URL unreachable there): read here, as without Ray
+        parts = [ScanGroups(path, options).local(block) if isinstance(p, Unreadable) else p
+                 for p, block in zip(parts, blocks, strict=True)]
+        merge_parts(scan, parts)
     return finish(scan, options, started)

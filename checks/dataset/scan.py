@@ -27,6 +27,7 @@ from doctor.io.jsonstream import (
     ParseError,
     Window,
     compiled_available,
+    raw_list_decoder,
     read_value_at,
     read_window_positions,
 )
@@ -213,6 +214,8 @@ class ScanPart:
     fatal: ParseError | None
     bytes: int
     ends_in_error: bool = False  # its last line did not parse: maybe the start of a value the next part ends
+    trailing_comma: tuple[int, int] | None = None  # a JSON array's part: the array's own, when it ends here
+    windows: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)  # as DatasetScan.windows
 
 
 def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line: int,
@@ -272,6 +275,131 @@ def fold_parts(path: str, fmt: str, parts: list[ScanPart], started: float) -> Da
     scan.objects = len(checker.chars)
     scan.first_value = parts[0].first_value if parts else None
     scan.complete = True
+    file_problems(scan)
+    ids.finish(scan)
+    scan.seconds = time.perf_counter() - started
+    return scan
+
+
+@dataclass
+class ArrayCount:
+    """The first pass over a byte range [cut, end) of a JSON array (``count_array_part``): where
+    its first element starts (guessed, or given), how many elements start before ``end``, where the
+    next one starts (None: the array ended), whether reading failed, and the range's
+    ``segment_stats`` (its newlines and the characters after the last one)."""
+
+    start: int | None
+    records: int
+    next: int | None
+    error: bool
+    stats: tuple[int, int]
+
+
+def count_array_part(path: str, cut: int, end: int, start: int | None = None) -> ArrayCount:
+    """Count the elements of a JSON array that start in [cut, end): from ``start`` when it is known
+    (the array's first element, or the end of the element before, found by the driver), else from
+    ``find_array_start``'s guess, which the driver checks against the part before."""
+    from doctor.io.jsonstream import find_array_start, open_binary, segment_stats
+
+    with open_binary(path) as f:
+        stats = segment_stats(f, cut, end)
+        if start is None:
+            start = find_array_start(f, cut, end)
+    if start is None:
+        return ArrayCount(None, 0, None, False, stats)
+    stream = JsonStream(path, fast=FAST, array_part=(start, end, 1, 1))
+    if FAST and compiled_available():
+        stream.typed = raw_list_decoder()  # windows of elements are counted, not built
+    n = 0
+    error = False
+    for value, _line, _col, _off in stream:
+        if type(value) is Window:
+            n += len(value.items)
+            continue
+        if type(value) is ParseError:
+            error = True
+            break
+        n += 1
+    error = error or stream.fatal is not None or (stream.next_start is None and not stream.complete)
+    return ArrayCount(start, n, stream.next_start[2] if stream.next_start else None, error, stats)
+
+
+def scan_array_part(path: str, fmt: str, start: int, end: int, first: int, cut: int, line: int,
+                    column: int) -> ScanPart:
+    """Check the elements of a JSON array that start in [start, end) (``start`` verified by the
+    driver), numbered from ``first``; (line, column) are those of byte ``cut`` <= ``start``."""
+    from doctor.io.jsonstream import advance, open_binary, segment_stats
+
+    if start > cut:
+        with open_binary(path) as f:
+            line, column = advance(line, column, segment_stats(f, cut, start))
+    checker = RecordChecker(Problems())
+    problems = checker.problems
+    check = getattr(checker, fmt)
+    stream = JsonStream(path, fast=FAST, array_part=(start, end, line, column))
+    if fmt == "llava" and FAST and compiled_available():
+        stream.typed = llava_decoder()
+    offsets, lines = array("q"), array("q")
+    windows: list[tuple[int, int, int, int, int, int]] = []
+    ids: list[tuple[Any, int]] = []
+    first_value: Any = None
+    i = first - 1
+    rec: Any = None
+    for rec, line, col, off in stream:
+        if type(rec) is Window:
+            n = len(rec.items)
+            if checker.llava_window(rec.items, i + 1):
+                if i + 1 == first:
+                    first_value = rec.records()[0][0]
+                windows.append((i + 1, n, rec.offset, rec.size, rec.line, rec.column))
+                offsets.extend(repeat(-1, n))
+                lines.extend(repeat(-1, n))
+                ids.extend((r.id, k) for k, r in enumerate(rec.items, i + 1) if r.id is not None)
+                i += n
+                continue
+            items = rec.records()
+        else:
+            items = ((rec, line, col, off),)
+        for rec, line, col, off in items:
+            i += 1
+            offsets.append(off)
+            lines.append(line)
+            if type(rec) is dict:
+                check(rec, i, line, col)
+                rid = rec.get("id")
+                if rid is not None:
+                    ids.append((rid, i))
+            else:
+                _not_a_record(problems, rec, i, line, col, "array")
+            if i == first:
+                first_value = rec
+    return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, i + 1 - first, 0, 0,
+                    stream.complete, stream.fatal, stream.bytes, ends_in_error=type(rec) is ParseError,
+                    trailing_comma=stream.trailing_comma, windows=windows)
+
+
+def fold_array_parts(path: str, fmt: str, parts: list[ScanPart], started: float, size: int) -> DatasetScan | None:
+    """One ``DatasetScan`` from the checked parts of a JSON array, as ``scan_dataset`` would have
+    made it; None when a part stopped on an error (one process reads the file and reports it)."""
+    if not parts or any(p.fatal is not None or p.ends_in_error for p in parts) or not parts[-1].complete:
+        return None
+    scan = DatasetScan(path=str(path), layout="array", fmt=fmt)
+    checker = scan.checker = RecordChecker(scan.problems)
+    ids = _Ids()
+    for p in parts:
+        fold_problems(scan.problems, p.checker.problems)
+        fold_checker(checker, p.checker)
+        scan.offsets.extend(p.offsets)
+        scan.lines.extend(p.lines)
+        scan.windows.extend(p.windows)
+        for rid, i in p.ids:
+            ids.add(rid, i)
+    scan.records = sum(p.records for p in parts)
+    scan.objects = len(checker.chars)
+    scan.first_value = parts[0].first_value
+    scan.trailing_comma = parts[-1].trailing_comma
+    scan.complete = True
+    scan.bytes = size
     file_problems(scan)
     ids.finish(scan)
     scan.seconds = time.perf_counter() - started

@@ -29,12 +29,13 @@ from typing import Any
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems
 from doctor.checks.dataset.images.blob import check_bytes, sampled
+from doctor.checks.dataset.images.remote import RemoteProber, dataset_folder, is_url
 from doctor.checks.dataset.images.run import ImageReport
 from doctor.checks.dataset.parts import fold_checker, fold_problems
 from doctor.checks.dataset.records import RecordChecker
 from doctor.checks.dataset.scan import DatasetScan
-
 from doctor.findings import Location, Severity
+from doctor.io.jsonstream import open_binary
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
 INSTALL_HINT = "pip install 'vlm-doctor[datasets]' (pyarrow) to check parquet and Arrow datasets"
@@ -145,7 +146,7 @@ def group_rows(path: str) -> list[int]:
     pa, pq = _pyarrow()
     sizes: list[int]
     if not str(path).lower().endswith(".arrow"):
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.ParquetFile(_source(path)).metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     else:
         with _open_arrow(path) as reader:
@@ -170,7 +171,8 @@ def scan_part(path: str, options: Any, groups: list[int] | None, first_row: int,
     assert fmt is not None, "new_scan reports a table without a conversation column"
     checker = RecordChecker(Problems())
     level = getattr(options, "images", "header")
-    root = str(Path(options.image_folder) if getattr(options, "image_folder", None) else Path(path).resolve().parent)
+    given = getattr(options, "image_folder", None)
+    root = (str(given).rstrip("/") if is_url(given) else str(Path(given))) if given else dataset_folder(path)
     probe = _EmbeddedImages(level, float(getattr(options, "decode_sample", 100.0)), root)
     part = TablePart(groups=[], group_rows=[], rows=0, checker=checker, images={})
     n = first_row
@@ -217,7 +219,7 @@ def merge_parts(scan: TableScan, parts: list[TablePart]) -> None:
 def finish(scan: TableScan, options: Any, started: float) -> TableScan:
     """The image report, in reference order, from the merged parts."""
     given = getattr(options, "image_folder", None)
-    root = str(Path(given) if given else Path(scan.path).resolve().parent)
+    root = (str(given).rstrip("/") if is_url(given) else str(Path(given))) if given else dataset_folder(scan.path)
     report = scan.images = ImageReport(level=getattr(options, "images", "header"), root=root, root_given=bool(given))
     checker = scan.checker
     assert checker is not None
@@ -249,7 +251,7 @@ def _schema(path: str, kind: str) -> list[str]:
     pa, pq = _pyarrow()
     try:
         if kind == "parquet":
-            return list(pq.ParquetFile(path).schema_arrow.names)
+            return list(pq.ParquetFile(_source(path)).schema_arrow.names)
         with _open_arrow(path) as reader:
             return list(reader.schema.names)
     except (pa.ArrowException, OSError) as e:
@@ -263,7 +265,7 @@ def _row_groups(path: str, kind: str, columns: list[str],
     pa, pq = _pyarrow()
     wanted = None if groups is None else set(groups)
     if kind == "parquet":
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_source(path))
         for g in range(pf.num_row_groups):
             if wanted is None or g in wanted:
                 yield g, pf.read_row_group(g, columns=columns or None).to_pylist()
@@ -284,7 +286,7 @@ class _open_arrow:  # noqa: N801 - a context manager used like open()
 
     def __init__(self, path: str) -> None:
         pa, _ = _pyarrow()
-        self._source = pa.memory_map(path, "r")
+        self._source = pa.PythonFile(open_binary(path), mode="r") if is_url(path) else pa.memory_map(path, "r")
         try:
             self.reader = pa.ipc.open_file(self._source)
         except pa.ArrowInvalid:
@@ -339,6 +341,12 @@ def _ref_of(struct: dict, n: int, key: str, k: int | None) -> str:
     return path if type(path) is str and path else f"{EMBEDDED_PREFIX}/{n}/{key}" + (f"/{k}" if k is not None else "")
 
 
+def _source(path: str) -> Any:
+    """What pyarrow opens: the path, or for a dataset given as a URL its fsspec file (read in
+    ranges: the footer, then the row groups asked for)."""
+    return open_binary(path) if is_url(path) else path
+
+
 class _EmbeddedImages:
     """The image checks on one embedded image (its bytes), or on the file its ``path`` names:
     (width, height, format, bytes, [(code, severity, detail)])."""
@@ -369,7 +377,8 @@ class _EmbeddedImages:
         from doctor.checks.dataset.images.probe import Prober
 
         if self._prober is None:
-            self._prober = Prober(self.root, self.level, self.decode_percent, self.max_pixels)
+            kind = RemoteProber if is_url(self.root) else Prober
+            self._prober = kind(self.root, self.level, self.decode_percent, self.max_pixels)
         w, h, fmt, nbytes, problems = self._prober.probe(path)
         return w, h, fmt, nbytes, [(code, severity, f"image file {path!r}: {detail}")
                                    for code, severity, detail in problems]

@@ -39,6 +39,42 @@ _WS = re.compile(r"[ \t\n\r]*")
 _DECODE = json.JSONDecoder().raw_decode
 
 
+def is_url(path: Any) -> bool:
+    """A dataset given as an fsspec URL (``s3://...``, ``memory://...``, ``file://...``)."""
+    return isinstance(path, str) and "://" in path
+
+
+URL_HINT = "install the fsspec package for this protocol: s3fs (s3://), gcsfs (gs://), huggingface_hub (hf://)"
+
+
+def open_binary(path: Any) -> BinaryIO:
+    """``open(path, "rb")`` for a local path or an fsspec URL. Every failure is an ``OSError``
+    (FileNotFoundError for a missing object) whose message names the URL, never a backend's own
+    exception or an ImportError."""
+    if not is_url(path):
+        return Path(path).open("rb")
+    try:
+        import fsspec
+
+        return fsspec.open(path, "rb").open()
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"no such object: {path}") from None
+    except ImportError as e:
+        raise OSError(f"cannot open {path}: {e} ({URL_HINT})") from None
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unknown protocol, bad credentials, ...: each backend its own
+        raise OSError(f"cannot open {path}: {type(e).__name__}: {e}") from None
+
+
+def file_size(path: Any) -> int:
+    """The size of a local file or an fsspec URL's object (``OSError`` as ``open_binary``)."""
+    if not is_url(path):
+        return Path(path).stat().st_size
+    with open_binary(path) as f:
+        return f.seek(0, 2)
+
+
 @dataclass(frozen=True)
 class ParseError:
     """A record (or the file) that does not parse. ``kind``: syntax, encoding, too-deep,
@@ -55,12 +91,19 @@ class JsonStream:
     """Iterate the records of ``path``; see the module docstring."""
 
     def __init__(self, path: str | Path, chunk_size: int = CHUNK, max_value_chars: int = MAX_VALUE_CHARS,
-                 fast: bool = True, part: tuple[int, int, int] | None = None) -> None:
-        self.path = Path(path)
+                 fast: bool = True, part: tuple[int, int, int] | None = None,
+                 array_part: tuple[int, int, int, int] | None = None) -> None:
+        self.path = path if is_url(path) else Path(path)
         # A byte range of a JSON Lines file, (start, end, line of start): read as a value stream
         # with positions of the whole file (``--engine ray`` scans a file in such parts). ``start``
         # must be the first byte of a line.
         self.part = part
+        # A byte range of a JSON array, (start, end, line, column of start): ``start`` is the first
+        # byte of one of its elements; the elements that start before ``end`` are yielded (the last
+        # one read whole, past ``end``), positioned as in the whole file; then ``next_start`` is
+        # (offset, line, column) of the element after them, or None when the array ended.
+        self.array_part = array_part
+        self.next_start: tuple[int, int, int] | None = None
         self.fast = fast  # the compiled path for arrays (msgspec), when installed
         # A msgspec decoder for a list of typed records: windows that decode with it are yielded
         # whole, as ``Window`` values (the dataset scan sets it once it knows the format).
@@ -82,7 +125,10 @@ class JsonStream:
         if self.part is not None:
             yield from self._part()
             return
-        with self.path.open("rb") as f:
+        if self.array_part is not None:
+            yield from self._array_part()
+            return
+        with open_binary(self.path) as f:
             if self.fast and _msgspec() is not None:
                 fast = _FastArray(self, f)
                 if fast.start():
@@ -114,7 +160,7 @@ class JsonStream:
     def _part(self) -> Iterator[tuple[Any, int, int, int]]:
         assert self.part is not None
         start, end, line = self.part
-        with self.path.open("rb") as raw:
+        with open_binary(self.path) as raw:
             raw.seek(start)
             reader = _Reader(_Bounded(raw, end - start), self.chunk_size)
             reader.raw_read = reader.byte = start
@@ -122,6 +168,29 @@ class JsonStream:
             self.layout = "values"
             try:
                 yield from self._values(reader)
+            except _EncodingError as e:
+                self.fatal = e.error
+                self.errors += 1
+                yield e.error, e.error.line, e.error.column, e.error.offset
+            finally:
+                self.bytes = reader.raw_read - start
+
+    def _array_part(self) -> Iterator[tuple[Any, int, int, int]]:
+        assert self.array_part is not None
+        start, end, line, column = self.array_part
+        with open_binary(self.path) as f:
+            self.layout = "array"
+            if self.fast and _msgspec() is not None:  # windows of elements, until the last before ``end``
+                fast = _FastArray(self, f, stop=end)
+                if fast.start_at(start, line, column):
+                    yield from fast.records()
+                    start, line, column = fast.handover or (start, line, column)
+            f.seek(start)
+            reader = _Reader(f, self.chunk_size)
+            reader.raw_read = reader.byte = start
+            reader.line, reader.line_start = line, -(column - 1)
+            try:
+                yield from self._array(reader, stop=end)
             except _EncodingError as e:
                 self.fatal = e.error
                 self.errors += 1
@@ -152,7 +221,7 @@ class JsonStream:
             self.errors += 1
             yield e.error, e.error.line, e.error.column, e.error.offset
 
-    def _array(self, r: _Reader) -> Iterator[tuple[Any, int, int, int]]:
+    def _array(self, r: _Reader, stop: int | None = None) -> Iterator[tuple[Any, int, int, int]]:
         c = r.skip_ws()
         if c == "]":
             r.pos += 1
@@ -160,6 +229,11 @@ class JsonStream:
             return
         ws = _WS.match
         while True:
+            if stop is not None:  # a part of the array: stop before the first element at or after ``stop``
+                at = r.position(r.pos)
+                if at[2] >= stop:
+                    self.next_start = at
+                    return
             item = self._value(r, track_end=False)
             if isinstance(item[0], ParseError):
                 self.fatal = item[0]
@@ -398,6 +472,12 @@ def _msgspec() -> Any:
     return _MSGSPEC
 
 
+def raw_list_decoder() -> Any:
+    """A decoder of a list of ``msgspec.Raw`` (as ``JsonStream.typed``: windows whose elements are
+    split, not built; for counting them)."""
+    return _msgspec()[0]
+
+
 def compiled_available() -> bool:
     """Is the compiled path (msgspec) installed? Without it every file goes through the exact
     reader, with the same results."""
@@ -450,7 +530,7 @@ def read_window_positions(path: str | Path, offset: int, size: int, line: int,
     """Positions of the records of a ``Window`` read earlier (asked for after the window was
     consumed: only for records that have a finding)."""
     raw_list = _msgspec()[0]
-    with Path(path).open("rb") as f:
+    with open_binary(path) as f:
         f.seek(offset)
         body = f.read(size)
     return window_positions(body, raw_list.decode(b"[" + body + b"]"), offset, line, column)
@@ -470,9 +550,10 @@ class _FastArray:
     records that do not share the pattern) is handed to the exact reader at the next record, with
     its position, so the results are identical."""
 
-    def __init__(self, stream: JsonStream, f: BinaryIO) -> None:
+    def __init__(self, stream: JsonStream, f: BinaryIO, stop: int | None = None) -> None:
         self.stream = stream
         self.f = f
+        self.stop = stop  # a part of the array: windows hold only elements that start before this offset
         self.buf = b""
         self.base = 0  # file offset of buf[0]
         self.eof = False
@@ -507,6 +588,24 @@ class _FastArray:
         self.stream.layout = "array"
         self._advance(q)
         self.pos = q
+        return True
+
+    def start_at(self, start: int, line: int, column: int) -> bool:
+        """Begin at element ``start`` (line, column) of an array read in parts; False when its
+        first key gives no pattern to find window ends by (the exact reader takes it all)."""
+        back = max(start - 256, 0)
+        self.f.seek(back)
+        self._read()
+        buf, q = self.buf, start - back
+        m = _KEY.match(buf, q)
+        if m is None:
+            return False
+        ws = q
+        while ws > 0 and buf[ws - 1] in b" \t\n\r":
+            ws -= 1
+        nl = buf.rfind(b"\n", ws, q)
+        self.pattern = (buf[nl:q] if nl >= 0 else b"") + m.group()
+        self.base, self.pos, self.mark, self.line, self.col = back, q, q, line, column
         return True
 
     def _advance(self, p: int) -> None:
@@ -571,7 +670,7 @@ class _FastArray:
         """The index of the comma before the last record start in the buffer that follows the
         window, or None when there is none (the exact reader takes over)."""
         buf, pattern, lo = self.buf, self.pattern, self.pos + 1
-        hi = len(buf)
+        hi = len(buf) if self.stop is None else min(len(buf), self.stop - self.base)
         for _ in range(8):
             k = buf.rfind(pattern, lo, hi)
             if k < 0:
@@ -592,7 +691,7 @@ def _chars(b: bytes) -> int:
 
 def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -> Any:
     """Decode the one JSON value that starts at byte ``offset`` (as reported by ``JsonStream``)."""
-    with Path(path).open("rb") as f:
+    with open_binary(path) as f:
         f.seek(offset)
         data = b""
         size = 64 << 10
@@ -606,3 +705,98 @@ def read_value_at(path: str | Path, offset: int, limit: int = MAX_VALUE_CHARS) -
                 if not chunk or len(data) > limit:
                     raise
                 size *= 2
+
+
+# ---- a JSON array cut into byte ranges (``--engine ray``) ---------------------------------------
+START_WINDOW = 1 << 20  # bytes after a cut searched for the first element that starts there
+START_TRIES = 256  # candidate starts tried before a part gives up (the driver then places it)
+LOOKBACK = 4096  # bytes before a cut read to see what precedes a candidate
+PLAUSIBLE_WINDOW = 256 << 10  # bytes from a candidate in which its elements must parse in sequence
+
+
+def chars(data: bytes) -> int:
+    """Characters in ``data`` counted as its UTF-8 lead bytes: additive over any split of the bytes,
+    so the column of a byte range's end follows from its start's without decoding."""
+    if data.isascii():
+        return len(data)
+    import numpy as np
+
+    a = np.frombuffer(data, dtype=np.uint8)
+    return len(data) - int(np.count_nonzero((a & 0xC0) == 0x80))
+
+
+def segment_stats(f: BinaryIO, start: int, end: int) -> tuple[int, int]:
+    """(newlines, characters after the last newline, or all of them without one) of bytes
+    [start, end): the line and column at ``end`` follow from those at ``start``."""
+    f.seek(start)
+    newlines = tail = 0
+    left = end - start
+    while left > 0:
+        chunk = f.read(min(left, 4 << 20))
+        if not chunk:
+            break
+        left -= len(chunk)
+        n = chunk.count(b"\n")
+        if n:
+            newlines += n
+            tail = chars(chunk[chunk.rfind(b"\n") + 1:])
+        else:
+            tail += chars(chunk)
+    return newlines, tail
+
+
+def advance(line: int, column: int, stats: tuple[int, int]) -> tuple[int, int]:
+    """The (line, column) after a byte range with ``segment_stats`` ``stats`` that starts at (line, column)."""
+    newlines, tail = stats
+    return (line + newlines, tail + 1) if newlines else (line, column + tail)
+
+
+def find_array_start(f: BinaryIO, cut: int, end: int) -> int | None:
+    """The byte offset of the first plausible element of a JSON array at or after ``cut`` (and
+    before ``end``): a ``{`` whose preceding non-blank byte is ``,``, from which a few elements
+    parse in sequence with ``,`` between them (or the array's last one, then ``]`` and the end of
+    the file). A guess: one inside a string or a nested list of objects may pass, and the caller
+    verifies it (the element before it must end there); None when nothing plausible was found."""
+    base = max(cut - LOOKBACK, 0)
+    f.seek(base)
+    data = f.read(cut - base + START_WINDOW)
+    at_eof = len(data) < cut - base + START_WINDOW
+    p = cut - base - 1
+    limit = min(end, cut + START_WINDOW) - base
+    for _ in range(START_TRIES):
+        p = data.find(b"{", p + 1, limit)
+        if p < 0:
+            return None
+        j = p - 1
+        while j >= 0 and data[j] in b" \t\n\r":
+            j -= 1
+        window = data[p:p + PLAUSIBLE_WINDOW]
+        if j >= 0 and data[j] == 0x2C and _plausible(window.decode("utf-8", "replace"),
+                                                     at_eof and p + len(window) >= len(data)):
+            return base + p
+    return None
+
+
+def _plausible(text: str, at_eof: bool, elements: int = 64) -> bool:
+    """Do array elements follow in sequence from the start of ``text`` (a window of the file)?"""
+    ws = _WS.match
+    pos = 0
+    for _ in range(elements):
+        try:
+            _, pos = _DECODE(text, pos)
+        except json.JSONDecodeError as e:  # cut off by the window's end: cannot tell, say yes
+            return not at_eof and (e.msg.startswith("Unterminated string") or e.pos >= len(text) - 8)
+        except RecursionError:
+            return False
+        pos = ws(text, pos).end()
+        if pos >= len(text):
+            return not at_eof
+        c = text[pos]
+        if c == "]":
+            return text[pos + 1:].strip(" \t\n\r") == ""  # only blanks may follow the array
+        if c != ",":
+            return False
+        pos = ws(text, pos + 1).end()
+        if pos < len(text) and text[pos] == "]":  # a trailing comma: the array's end
+            return text[pos + 1:].strip(" \t\n\r") == ""  # only blanks may follow the array
+    return True

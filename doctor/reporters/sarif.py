@@ -92,6 +92,8 @@ def _logical(f) -> dict[str, Any] | None:
 
 
 def _uri(path: str, cwd: str | None) -> str:
+    if "://" in path:  # a dataset given as a URL (s3://bucket/train.jsonl) is its own URI
+        return path
     p = Path(path)
     base = Path(cwd or os.getcwd())
     try:

@@ -31,6 +31,17 @@ def is_url(root: str | None) -> bool:
     return bool(root) and "://" in str(root)
 
 
+def dataset_folder(path: str) -> str:
+    """The folder relative image paths start from when --image-folder is not given: the dataset
+    file's folder, or for a dataset given as a URL, the URL's folder (``s3://b/d/train.json`` ->
+    ``s3://b/d``)."""
+    if is_url(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    from pathlib import Path
+
+    return str(Path(path).resolve().parent)
+
+
 class RemoteProber:
     """``Prober``'s interface (``batch``, ``probe``) over an fsspec URL root."""
 

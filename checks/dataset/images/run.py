@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems
-from doctor.checks.dataset.images.remote import RemoteProber, is_url
+from doctor.checks.dataset.images.remote import RemoteProber, dataset_folder, is_url
 from doctor.checks.dataset.images.probe import ERROR, MISSING, Prober, pillow_max_pixels
 
 from doctor.findings import Applicability, Fix, Location, Severity
@@ -53,9 +53,9 @@ class ImageReport:
 def check_images(scan: DatasetScan, options: Any, progress: Callable[..., Any] | None = None) -> ImageReport:
     """Probe every distinct image of ``scan`` at ``options.images`` level."""
     given = bool(options.image_folder)
-    remote = is_url(options.image_folder)
-    root = str(options.image_folder).rstrip("/") if remote else \
-        str(Path(options.image_folder) if given else Path(scan.path).resolve().parent)
+    remote = is_url(options.image_folder) or not given and is_url(scan.path)  # a URL dataset: images beside it
+    root = str(options.image_folder).rstrip("/") if given and remote else \
+        str(Path(options.image_folder)) if given else dataset_folder(scan.path)
     report = ImageReport(level=options.images, root=root, root_given=given)
     report.drop = Fix(DROP.description, Applicability.UNSAFE, DROP.fixer, {"images": report.bad})
     if options.images == "none":
@@ -132,7 +132,8 @@ def _wrong_folder(report: ImageReport, scan: DatasetScan, refs: list[str], missi
     report.problems.samples.pop(MISSING, None)
     report.problems.counts.pop(MISSING, None)
     report.bad.clear()
-    found = _find_root(Path(scan.path).resolve().parent, [r for r in refs[:20] if not os.path.isabs(r)])
+    found = None if is_url(scan.path) else _find_root(Path(scan.path).resolve().parent,
+                                                      [r for r in refs[:20] if not os.path.isabs(r)])
     hint = (f"Pass --image-folder {found}: the images are there." if found else
             "Pass --image-folder DIR: the folder LLaVA's --image_folder names, that relative image paths "
             "start from.")
