@@ -365,7 +365,9 @@ def child(kind: str, model: str, mode: str, device: str) -> int:
     if kind == "sanity":
         import peft  # noqa: F401
 
-        from doctor.sanity import load as _load, stages as _stages, run_sanity  # noqa: F401 - the modules the pass imports lazily
+        from doctor.sanity import load as _load  # noqa: F401 - the modules the pass imports lazily
+        from doctor.sanity import run_sanity
+        from doctor.sanity import stages as _stages  # noqa: F401
 
         started = time.perf_counter()
         result = run_sanity(model, device=device, dtype="auto" if mode in ("4bit", "8bit") else mode,

@@ -169,6 +169,7 @@ def layout(hidden: int, intermediate: int, layers: int, heads: int) -> tuple[obj
 
 def write_base(folder: Path, **size: int) -> tuple[int, int]:
     import torch
+
     from doctor.fixers.merge.tensor_io import plan_shards, write_index, write_shard
 
     config, tensors = layout(**size)
@@ -218,8 +219,9 @@ def compare(ours: Path, theirs: Path) -> float:
     """Largest |difference| between the layer-0 q_proj weights of two checkpoints (two merges:
     peft adds the delta in bf16 after rounding it, vlm-doctor adds in fp32 and rounds once; a
     merge and its base: the size of the LoRA's change)."""
-    from doctor.fixers.merge.keys import canonical
     from safetensors import safe_open
+
+    from doctor.fixers.merge.keys import canonical
 
     def find(folder: Path, want: tuple[str, str]):
         index = folder / "model.safetensors.index.json"

@@ -23,6 +23,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     from doctor.checks.dataset.vision import vision_spec
+
     from doctor.testing.images import pil_image
     from doctor.testing.qwen import image_processor, make_qwen_model
 

@@ -100,8 +100,8 @@ def main() -> int:
     base = [sys.executable, "-m", "doctor", "check", str(data), "--no-progress", "--select", "DAT2",
             "--output-format", "concise"]
     rows = []
-    start_only = run([sys.executable, "-c", "import ray; ray.init(num_cpus=%d, include_dashboard=False, "
-                      "_node_ip_address='127.0.0.1'); ray.shutdown()" % args.workers])
+    start_only = run([sys.executable, "-c", f"import ray; ray.init(num_cpus={args.workers}, include_dashboard=False, "
+                      "_node_ip_address='127.0.0.1'); ray.shutdown()"])
     for level in ("header", "decode"):
         single = run(base + ["--images", level, "--jobs", "1"])
         threads = run(base + ["--images", level, "--jobs", str(args.workers)])

@@ -124,10 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, default=20)
     p.add_argument("--keep", metavar="DIR", help="build the run in DIR and keep it")
     a = p.parse_args(argv)
+    from doctor.cli import main as cli
     from doctor.runs.tensors import delta, lora_tensors
     from doctor.runs.triage import analyze_run
-
-    from doctor.cli import main as cli
 
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="triage-bench-")) / "llava-v1.5-7b-lora"
     try:

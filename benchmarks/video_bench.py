@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from doctor.io.video import pyav_info, read_video_header  # noqa: E402
+
 from tests.helpers.video import Clip, encode  # noqa: E402
 
 CLIPS = (Clip("a.mp4", width=320, height=240, frames=60, fps=25),

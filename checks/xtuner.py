@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.checks.adapter.fixtures import Versions, split_adapter_tensors
+from doctor.checks.adapter.keys import plan_keys
 from doctor.checks.adapter.reading import (
     JsonDoc,
     Weights,
@@ -20,7 +21,6 @@ from doctor.checks.adapter.reading import (
     read_weights,
     resolve_base,
 )
-from doctor.checks.adapter.keys import plan_keys
 from doctor.checks.adapter.targets import resolve
 
 from doctor.findings import Applicability, Fix, Location, Severity

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.file_level import wrapped_records_key
-from doctor.checks.dataset.repair import DROPPABLE, Rechecker, repair
 from doctor.checks.dataset.records import detect_format
+from doctor.checks.dataset.repair import DROPPABLE, Rechecker, repair
 
 from doctor.atomic import atomic_file
 from doctor.findings import Applicability

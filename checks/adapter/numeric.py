@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
     from doctor.checks.adapter.reading import Weights
 
     from doctor.io.safetensors_header import TensorInfo

@@ -328,6 +328,7 @@ def _scan_json_url(path: str, options: Any, started: float) -> Any:
     """``scan_json_lines`` of a dataset given as a URL: the driver reads only the head and a few
     bytes at each cut; the workers count the lines of their ranges, then check them."""
     from doctor.checks.dataset.scan import DETECT_WITHIN, fold_parts
+
     from doctor.io.jsonstream import file_size, open_binary
 
     size = file_size(path)
@@ -392,6 +393,7 @@ def _format_of(path: str, within: int) -> str | None:
     """The records' format, decided as the single-process scan decides it: by the first record
     (of the first ``within``) whose keys name one."""
     from doctor.checks.dataset.records import detect_format
+
     from doctor.io.jsonstream import JsonStream
 
     seen = values = 0
@@ -497,6 +499,7 @@ def scan_json_array(path: str, options: Any, run: Callable[[Any, list], list] | 
     from types import SimpleNamespace
 
     from doctor.checks.dataset.scan import DETECT_WITHIN, count_array_part, fold_array_parts
+
     from doctor.io.jsonstream import file_size
 
     started = time.perf_counter()

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, describe, repair
-from doctor.findings import Severity
 from doctor.checks.dataset.order import SIDE_ROLES, check_order, check_placeholders
 from doctor.checks.dataset.videos import check_video_placeholders
+
+from doctor.findings import Severity
 
 if TYPE_CHECKING:
     from doctor.checks.dataset.records import RecordChecker

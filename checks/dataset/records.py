@@ -23,12 +23,11 @@ from array import array
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.alpaca import check_alpaca
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problems, describe, kind, repair
 from doctor.checks.dataset.messages import check_messages
 from doctor.checks.dataset.order import SHAREGPT_TAGS, check_order, check_placeholders, check_sharegpt
-
 from doctor.checks.dataset.videos import check_video_placeholders
 
 from doctor.findings import Severity

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import gc
 import time
-from bisect import bisect_right
 from array import array
-from itertools import repeat
+from bisect import bisect_right
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 

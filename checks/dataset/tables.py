@@ -34,6 +34,7 @@ from doctor.checks.dataset.images.run import ImageReport
 from doctor.checks.dataset.parts import fold_checker, fold_problems
 from doctor.checks.dataset.records import RecordChecker
 from doctor.checks.dataset.scan import DatasetScan
+
 from doctor.findings import Location, Severity
 from doctor.io.jsonstream import open_binary
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from doctor.checks.dataset.common import Problem, Problems, describe
 from doctor.checks.dataset.template import Overhead, load_lengths, overhead
 from doctor.checks.dataset.vision import VisionSpec, max_length_of, vision_spec
-from doctor.families.resize import VideoSampling, regularized_size, sampled_frames
 
+from doctor.families.resize import VideoSampling, regularized_size, sampled_frames
 from doctor.findings import Applicability, Fix, Location, Severity
 
 if TYPE_CHECKING:

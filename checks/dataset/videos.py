@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems, describe
+
 from doctor.findings import Location, Severity
 
 if TYPE_CHECKING:
     from doctor.checks.dataset.scan import DatasetScan
+
     from doctor.io.video import VideoInfo
 
 INSTALL_HINT = "pip install av (or pip install 'vlm-doctor[video]')"
@@ -210,6 +212,7 @@ def video_support(model_dir: str) -> tuple[bool | None, str]:
     template's ``get_mm_plugin(..., image_token=...)`` names no ``video_token``) and for original
     LLaVA folders, None when the model type is unknown here."""
     from doctor.checks.dataset.vision import read_config
+
     from doctor.families import family_of
 
     config = read_config(Path(model_dir) / "config.json")

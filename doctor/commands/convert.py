@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from doctor.fixers.convert import convert
+
     from doctor.options import ReportSettings
 
     settings = ReportSettings.from_args(args)

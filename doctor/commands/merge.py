@@ -53,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from doctor.commands.convert import report_result, wrap_os_errors
     from doctor.fixers.merge import merge
+
+    from doctor.commands.convert import report_result, wrap_os_errors
     from doctor.options import ReportSettings
 
     settings = ReportSettings.from_args(args)

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from doctor.families.spec import Family, KeyLayout, TokenRule
-
 from doctor.families import llava, mllama, qwen2_vl
+from doctor.families.spec import Family, KeyLayout, TokenRule
 
 #: every family, by name (the first model_type it covers)
 FAMILIES: dict[str, Family] = {f.name: f for f in (

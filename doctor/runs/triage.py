@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor.artifacts import checkpoint_step
+from doctor.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
 from doctor.runs.layout import RunLayout, Save, human_size, read_json, read_layout  # noqa: F401 (re-export)
 from doctor.runs.record import Record, RecordError, first_bad_step, load_record, value_at
 from doctor.runs.resume import Resume, resume_states, weights_dropped
 from doctor.runs.tensors import Delta, delta, lora_only, pickle_tensor_shapes, torch_zip_summary
-
-from doctor.artifacts import checkpoint_step
-from doctor.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 
 @dataclass

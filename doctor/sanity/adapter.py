@@ -15,8 +15,8 @@ from doctor.findings import Severity
 from doctor.sanity.load import apply_adapter, load_model
 from doctor.sanity.memory import release
 from doctor.sanity.quiet import quiet
-from doctor.sanity.stages import Session
 from doctor.sanity.results import StageResult
+from doctor.sanity.stages import Session
 
 # max |logit difference| / max |logit|, over every position of the stage-2 prompt
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from doctor.errors import UsageError
-from doctor.sanity import inputs as _inputs, load as _load
+from doctor.sanity import inputs as _inputs
+from doctor.sanity import load as _load
 from doctor.sanity.memory import gib, is_oom, measure, release
 from doctor.sanity.results import BY_NUMBER, SanityResult, StageResult
 

@@ -22,8 +22,8 @@ from doctor.errors import UsageError
 from doctor.findings import Severity
 from doctor.sanity import inputs as _inputs
 from doctor.sanity.quiet import quiet
-from doctor.sanity.stages import Session
 from doctor.sanity.results import StageResult
+from doctor.sanity.stages import Session
 
 MIN_ACCURACY = 0.6  # POPE chance level is 0.5; LLaVA-1.5 scores about 0.85
 

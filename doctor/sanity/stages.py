@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.findings import Severity
-from doctor.sanity import inputs as _inputs, shapes as _shapes
+from doctor.sanity import inputs as _inputs
+from doctor.sanity import shapes as _shapes
 from doctor.sanity.diagnose import image_path_problems, nonfinite_parameters
 from doctor.sanity.load import Loaded, Plan
 from doctor.sanity.memory import gib, is_oom
 from doctor.sanity.quiet import quiet
-from doctor.sanity.shapes import Shape
 from doctor.sanity.results import StageResult
+from doctor.sanity.shapes import Shape
 
 # Stage 4: the image "matters" when swapping it changes the next-token logits by more than this
 # fraction of their largest magnitude. A disconnected path gives exactly 0 (same kernels, same text).

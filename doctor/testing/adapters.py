@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo
 from doctor.testing.original import LlavaOriginalInfo, make_llava_original_lora, make_llava_original_model
+from doctor.testing.torch_context import seeded
 
 __all__ = ["make_lora_adapter", "make_llava_original_lora", "make_llava_original_model", "LlavaOriginalInfo",
            "VLM_LANGUAGE_TARGETS"]

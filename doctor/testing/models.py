@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor.testing import families as _families, weights as _weights
+from doctor.testing import families as _families
+from doctor.testing import weights as _weights
 from doctor.testing.families import Sizes
-from doctor.testing.torch_context import seeded
 from doctor.testing.tokenizer import TokenizerInfo, make_tokenizer
+from doctor.testing.torch_context import seeded
 
 Family = Literal["llava", "llava_next", "mllama"]
 DType = Literal["float32", "float16", "bfloat16"]

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from doctor.testing import weights as _weights
-from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo, make_clip_vision_tower, make_text_model
 from doctor.testing.tokenizer import make_tokenizer
+from doctor.testing.torch_context import seeded
 
 LLAVA_LORA_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")
 LLAVA_PINNED_TRANSFORMERS = "4.37.2"

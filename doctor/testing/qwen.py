@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from doctor.testing import weights as _weights
-from doctor.testing.torch_context import seeded
 from doctor.testing.models import ModelInfo
 from doctor.testing.tokenizer import make_tokenizer
+from doctor.testing.torch_context import seeded
 
 QwenFamily = Literal["qwen2_vl", "qwen2_5_vl"]
 QWEN_FAMILIES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")

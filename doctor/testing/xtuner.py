@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from doctor.testing import weights as _weights
-from doctor.testing.torch_context import seeded
 from doctor.testing.models import make_clip_vision_tower, make_text_model
+from doctor.testing.torch_context import seeded
 
 XTUNER_LLM_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")
 XTUNER_CLIP_TARGETS = ("fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj")

@@ -163,8 +163,9 @@ class HfParts:
         """Compare the planned tensor names with the parameters the model class declares (built
         on the meta device: no memory); drop buffers, refuse anything that would load missing."""
         import torch
-        from doctor.fixers.merge.keys import canonical
         from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+        from doctor.fixers.merge.keys import canonical
 
         cls = LlavaNextForConditionalGeneration if self.spec.next else LlavaForConditionalGeneration
         with torch.device("meta"):

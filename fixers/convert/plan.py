@@ -20,9 +20,9 @@ from doctor.fixers.convert.hf import (
     vision_config_from,
 )
 from doctor.fixers.merge.files import resolve_folder
-from doctor.fixers.merge.tensor_io import TensorReader, TensorRef
 from doctor.fixers.merge.keys import canonical, vision_canonical
 from doctor.fixers.merge.plan import Item, Job, RowInit, folder_tensors
+from doctor.fixers.merge.tensor_io import TensorReader, TensorRef
 
 from doctor.errors import ArtifactError, UsageError
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from doctor.fixers import adapter_config as fixer
 
 import doctor

@@ -62,6 +62,7 @@ def test_normalize_dtype(raw: str, want: str) -> None:
 
 def test_every_ckp_rule_is_documented() -> None:
     import doctor.checks.checkpoint  # noqa: F401
+
     from doctor.registry import REGISTRY
 
     ckp = [c for code, c in REGISTRY.items() if code.startswith("CKP")]

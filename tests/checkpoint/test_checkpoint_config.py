@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doctor.testing import make_llava_model, make_llava_original_model, tiny_inputs
+
 from tests.helpers.checkpoint import (
     FAMILIES,
     assert_fails,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import weights as _weights
+
 from tests.helpers.checkpoint import FAMILIES, assert_fails, build_clean_models, clone, edit_json, run_ckp, to_layout
 
 LAYOUTS = ("saved", "v4", "memory")

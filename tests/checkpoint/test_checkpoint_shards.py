@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from doctor.testing import weights as _weights, make_llava_model
+from doctor.testing import make_llava_model
+from doctor.testing import weights as _weights
+
 from tests.helpers.checkpoint import FAMILIES, assert_fails, assert_passes, clone, run_ckp
 
 SHARD_CODES = ("CKP201", "CKP202", "CKP203", "CKP204", "CKP205", "CKP206", "CKP207", "CKP208", "CKP209")

@@ -19,8 +19,10 @@ import pytest
 from doctor.checks.checkpoint import templates
 from doctor.checks.checkpoint.expected import BuildError, predict_load
 from doctor.checks.checkpoint.fixtures import ModelWeights, read_model_weights
+
 from doctor.io.safetensors_header import TensorInfo
-from doctor.testing import weights as _weights, make_llava_model
+from doctor.testing import make_llava_model
+from doctor.testing import weights as _weights
 
 FAMILIES = ("llava", "llava_next", "mllama")
 LAYOUTS = ("saved", "v4", "memory")

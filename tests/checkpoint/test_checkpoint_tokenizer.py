@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from doctor.testing import DELETE, make_llava_model, make_llava_original_model, tiny_inputs
+
 from tests.helpers.checkpoint import (
     FAMILIES,
     assert_fails,
@@ -48,8 +49,9 @@ def test_clean_models_pass(clean: dict[str, Any], family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizer_read_without_transformers_matches_autotokenizer(clean: dict[str, Any], family: str) -> None:
-    from doctor.checks.checkpoint.tokenizer_files import read_tokenizer
     from transformers import AutoTokenizer
+
+    from doctor.checks.checkpoint.tokenizer_files import read_tokenizer
 
     path = clean[family].path
     facts = read_tokenizer(path)

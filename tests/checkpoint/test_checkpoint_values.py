@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doctor.io.deep_scan import scan_bytes, scan_file
-from doctor.testing import weights as _weights, make_llava_model
+from doctor.testing import make_llava_model
+from doctor.testing import weights as _weights
+
 from tests.helpers.checkpoint import FAMILIES, assert_fails, assert_passes, build_clean_models, clone, run_ckp
 
 VALUE_CODES = ("CKP301", "CKP302", "CKP303")
@@ -194,6 +196,7 @@ def test_above_the_budget_an_info_says_what_deep_would_cost(clean: dict[str, Any
 def test_one_budget_for_checkpoints_and_adapters() -> None:
     from doctor.checks.adapter.rules import values as adapter_values
     from doctor.checks.checkpoint.rules import values as ckp_values
+
     from doctor.io import scan_budget
 
     assert ckp_values.FULL_SCAN_BYTES == adapter_values.FULL_SCAN_BYTES == scan_budget.FULL_SCAN_BYTES

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from doctor.testing import weights as _weights, make_llava_model
+from doctor.testing import make_llava_model
+from doctor.testing import weights as _weights
+
 from tests.helpers.checkpoint import (
     FAMILIES,
     assert_fails,

@@ -10,6 +10,7 @@ from pathlib import Path
 import doctor.checks.dataset  # noqa: F401 - registers the checks
 from doctor.checks.dataset.codes import DAT, all_codes
 from doctor.checks.dataset.scan import scan_dataset
+
 from doctor.registry import REGISTRY
 from doctor.testing import LLAVA_PROBLEMS, MESSAGES_PROBLEMS, make_llava_dataset, make_messages_dataset
 

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import doctor
 from doctor.checks.dataset import scan as scan_module
 from doctor.checks.dataset.scan import scan_dataset
+
+import doctor
 from doctor.io import jsonstream
 from doctor.testing import LLAVA_PROBLEMS, MESSAGES_PROBLEMS, make_llava_dataset, make_messages_dataset
 

@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from doctor.checks.dataset.images import run as _dataset_imagerun
 from doctor.checks.dataset.images.probe import Prober, pillow_max_pixels
-from PIL import Image
 
 import doctor
 from doctor.testing import (

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from doctor.checks.dataset.vision import vision_spec
 
 import doctor
@@ -72,10 +73,11 @@ def write(root: Path, recs: list[dict]) -> Path:
 
 
 def test_estimate_matches_the_chat_template_tokenization(models, tmp_path):
-    from doctor.checks.dataset.scan import scan_dataset
-    from doctor.checks.dataset.tokens import count_tokens
     from PIL import Image
     from transformers import AutoProcessor
+
+    from doctor.checks.dataset.scan import scan_dataset
+    from doctor.checks.dataset.tokens import count_tokens
 
     from doctor.runner import Options
 

@@ -108,6 +108,7 @@ def _jsonl_with_problems(path, n=3000):
 
 def test_json_lines_parts_give_the_single_process_report(tmp_path, monkeypatch):
     from doctor.checks.dataset import distributed
+
     from doctor.testing import make_image
 
     for k in range(37):

@@ -10,9 +10,11 @@ import pytest
 
 pytest.importorskip("ray")
 
-import doctor
 from doctor.checks.dataset import distributed
+
+import doctor
 from doctor.testing import make_image
+
 from tests.helpers.reports import comparable
 
 

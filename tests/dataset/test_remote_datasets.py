@@ -17,6 +17,7 @@ fsspec = pytest.importorskip("fsspec")
 
 import doctor  # noqa: E402 - after the importorskip
 from doctor.testing import make_image  # noqa: E402
+
 from tests.helpers.reports import comparable  # noqa: E402
 
 # The one wording that differs: a local prober says "file", an object-storage one "object".

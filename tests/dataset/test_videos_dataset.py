@@ -15,6 +15,7 @@ import doctor
 from doctor.cli import main
 from doctor.report import schema_path
 from doctor.testing.qwen import make_qwen_model
+
 from tests.helpers.video import Clip, broken_videos, encode, sharegpt, typed, write_json
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -191,6 +192,7 @@ def test_ray_gives_the_single_process_report(world, tmp_path, monkeypatch, suffi
     into the report one process gives."""
     pytest.importorskip("ray")
     from doctor.checks.dataset import distributed
+
     from tests.helpers.reports import comparable
 
     monkeypatch.setattr(distributed, "MIN_PART_BYTES", 16 << 10)
@@ -244,6 +246,7 @@ def test_alpaca_records_with_videos(world):
 def test_a_video_given_as_its_frames(world, clean):
     from doctor.checks.dataset.tokens import video_tokens_of
     from doctor.checks.dataset.vision import vision_spec
+
     from doctor.families.resize import VideoSampling
     from doctor.io.video import VideoInfo
 

@@ -10,6 +10,7 @@ pytest.importorskip("av")
 
 from doctor.io import video as video_io
 from doctor.io.video import VideoError, probe_video, pyav_info, read_video_header
+
 from tests.helpers.video import (
     CLIPS,
     FRAGMENTED,

@@ -14,9 +14,11 @@ pytest.importorskip("av")
 
 from doctor.checks.dataset.tokens import video_tokens_of
 from doctor.checks.dataset.vision import vision_spec
+
 from doctor.families.resize import VideoSampling
 from doctor.io.video import probe_video, pyav_info
 from doctor.testing.qwen import make_qwen_model
+
 from tests.helpers import video_oracle
 from tests.helpers.video import CLIPS, Clip, encode
 

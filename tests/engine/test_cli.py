@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from doctor.cli import main
+
 from tests.helpers.engine import Crashing, PlantedFinding, PlantedWarning, planted
 
 SARIF_SCHEMA = Path(__file__).parents[1] / "data" / "sarif-schema-2.1.0.json"

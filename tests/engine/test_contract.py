@@ -40,6 +40,7 @@ def tiny(tmp_path_factory):
     exactly 0.0 with a frozen adapter, a llava model without its projector (the sanity pass
     fails stage 1), a LoRA on a healthy llava model, and an original-LLaVA checkpoint."""
     from doctor.testing import make_llava_dataset, make_llava_model, make_llava_original_model, make_lora_adapter
+
     from tests.helpers.run import make_run
 
     root = tmp_path_factory.mktemp("contract")

@@ -123,6 +123,7 @@ def test_layout_facts_have_one_home():
     # ... and every place that looks for adapter weights or the LLaVA projector reads them there
     from doctor.checks.adapter import reading
     from doctor.checks.checkpoint import fixtures
+
     from doctor.runs import layout
 
     assert reading.ADAPTER_FILES is fixtures.ADAPTER_NAMES is layout.ADAPTER_WEIGHTS is files.ADAPTER_WEIGHTS

@@ -11,6 +11,7 @@ from doctor.errors import UsageError
 from doctor.findings import Status
 from doctor.report import ChecksFailed
 from doctor.selection import Selection
+
 from tests.helpers.engine import Crashing, NeedsCrashing, PlantedFinding, PlantedWarning, planted
 
 

@@ -30,8 +30,13 @@ EDGES = sorted((c.code, req) for c in REGISTRY.values() for req in c.requires)
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict[str, Path]:
-    from doctor.testing import (make_llava_model, make_llava_original_lora, make_lora_adapter, make_text_model,
-                                make_xtuner_release)
+    from doctor.testing import (
+        make_llava_model,
+        make_llava_original_lora,
+        make_lora_adapter,
+        make_text_model,
+        make_xtuner_release,
+    )
 
     root = tmp_path_factory.mktemp("shared")
     text = make_text_model(root / "text")

@@ -15,9 +15,11 @@ pytest.importorskip("transformers")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.fixers.convert import convert  # noqa: E402
+
+from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.testing.original import make_llava_original_model  # noqa: E402
+
 from tests.helpers.convert import IMAGE_TOKEN_INDEX, hf_forward, original_forward, read_state  # noqa: E402
 
 
@@ -167,9 +169,10 @@ def test_refusals_name_the_reason(tmp_path):
 
 
 def test_cli_convert_and_fixer(converted, tmp_path, capsys):
+    from doctor.fixers import convert as convert_fixer
+
     from doctor.artifacts import classify
     from doctor.cli import main
-    from doctor.fixers import convert as convert_fixer
     from doctor.runner import Options
 
     src, _, _ = converted

@@ -12,8 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from doctor.fixers.merge import merge  # noqa: E402
 from safetensors import safe_open  # noqa: E402
+
+from doctor.fixers.merge import merge  # noqa: E402
 
 from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.testing.adapters import make_lora_adapter  # noqa: E402
@@ -79,8 +80,8 @@ def test_fp32_merge_equals_peft(llava, name):
 
 def test_rank_and_alpha_patterns_resolved_per_module(llava):
     """peft's get_pattern_key: first matching key wins; r from rank_pattern, alpha from alpha_pattern."""
-    from doctor.fixers.merge.tensor_io import TensorReader
     from doctor.fixers.merge.lora import load_adapter
+    from doctor.fixers.merge.tensor_io import TensorReader
 
     _, _, adapters = llava
     mods = load_adapter(adapters["patterns"], TensorReader()).modules

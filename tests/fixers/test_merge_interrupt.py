@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from doctor.fixers.merge import tensor_io as _merge_io  # noqa: E402
 from doctor.fixers.merge import merge  # noqa: E402
+from doctor.fixers.merge import tensor_io as _merge_io  # noqa: E402
 
 from doctor.testing.adapters import make_lora_adapter  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402

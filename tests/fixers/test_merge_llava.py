@@ -18,10 +18,12 @@ pytest.importorskip("transformers")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.fixers.merge import merge  # noqa: E402
+
+from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.testing.original import make_llava_original_lora  # noqa: E402
 from doctor.testing.xtuner import make_xtuner_release  # noqa: E402
+
 from tests.helpers.convert import IMAGE_TOKEN_INDEX, hf_forward, original_forward, read_state  # noqa: E402
 
 

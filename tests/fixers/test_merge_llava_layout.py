@@ -17,10 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from doctor.fixers.merge import merge  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-import doctor  # noqa: E402
 from doctor.checks.llava.builder import (  # noqa: E402
     CLASS_FOR_TYPE,
     builder_branch,
@@ -28,6 +26,9 @@ from doctor.checks.llava.builder import (  # noqa: E402
     expected_projector,
     projector_type_of,
 )
+from doctor.fixers.merge import merge  # noqa: E402
+
+import doctor  # noqa: E402
 from doctor.errors import ArtifactError, UsageError  # noqa: E402
 from doctor.findings import Severity, Status  # noqa: E402
 from doctor.testing.original import make_llava_original_lora  # noqa: E402

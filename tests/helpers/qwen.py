@@ -9,6 +9,7 @@ from typing import Any
 from doctor.findings import Status
 from doctor.report import Report
 from doctor.runner import check
+
 from tests.helpers.checkpoint import assert_fails, by_code
 
 

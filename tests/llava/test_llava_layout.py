@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from doctor.checks.llava.builder import builder_branch, model_name_from_path, normalise_non_lora
 
 import doctor

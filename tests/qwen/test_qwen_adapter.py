@@ -12,6 +12,7 @@ import pytest
 
 from doctor.testing import weights as _weights
 from doctor.testing.qwen import QWEN_LANGUAGE_TARGETS, make_qwen_lora_adapter, make_qwen_model
+
 from tests.helpers.qwen import codes, fails, passes, run
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -141,8 +142,8 @@ def _as_legacy_adapter(adapter: Path, targets: Any) -> None:
 
 
 def test_stale_targets_from_transformers_4_are_found(bases, tmp_path):
-    from peft import PeftModel
     import transformers
+    from peft import PeftModel
 
     base = bases["qwen2_5_vl"]
     new = [f"model.language_model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]

@@ -12,6 +12,7 @@ import pytest
 
 from doctor.testing import DELETE
 from doctor.testing.qwen import QWEN_FAMILIES, make_qwen_model
+
 from tests.helpers.qwen import codes, fails, forward_error, passes, run
 
 pytestmark = pytest.mark.filterwarnings("ignore")

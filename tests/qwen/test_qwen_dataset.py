@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import doctor
 from doctor.checks.dataset.vision import vision_spec
+
+import doctor
 from doctor.testing import make_image
 from doctor.testing.qwen import QWEN_FAMILIES, count_image_tokens, image_processor, make_qwen_model
 

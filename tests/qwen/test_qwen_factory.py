@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from doctor.testing.qwen import (IMAGE_PAD, QWEN_FAMILIES, VIDEO_PAD, VISION_END, VISION_START, image_processor,
-                                 make_qwen_model, qwen_inputs)
+from doctor.testing.qwen import (
+    IMAGE_PAD,
+    QWEN_FAMILIES,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    image_processor,
+    make_qwen_model,
+    qwen_inputs,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

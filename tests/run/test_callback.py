@@ -9,9 +9,9 @@ import sys
 import pytest
 
 pytest.importorskip("peft")
-from tests.helpers.run import NAN, decreasing, make_run, train  # noqa: E402
-
 from doctor.report import ChecksFailed  # noqa: E402
+
+from tests.helpers.run import NAN, decreasing, make_run, train  # noqa: E402
 
 BROKEN_LLAVA_JSON = """[
   {"id": "000001", "image": "coco/000001.jpg",

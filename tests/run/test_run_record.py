@@ -6,11 +6,12 @@ import json
 import math
 
 import pytest
-from doctor.runs.triage import analyze_run
-from tests.helpers.run import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
 
 import doctor
 from doctor.findings import Severity
+from doctor.runs.triage import analyze_run
+
+from tests.helpers.run import LORA_CONFIG, NAN, decreasing, finding_codes, make_run, only, write_adapter
 
 
 def check(root):

@@ -8,11 +8,11 @@ import shutil
 import pytest
 
 pytest.importorskip("peft")
-from tests.helpers.run import finding_codes, only, optimizer_steps, resume, tiny_full_model, train, train_full  # noqa: E402
-
 import doctor  # noqa: E402
 from doctor.findings import Severity  # noqa: E402
 from doctor.runs.triage import analyze_run  # noqa: E402
+
+from tests.helpers.run import finding_codes, only, optimizer_steps, resume, tiny_full_model, train, train_full  # noqa: E402
 
 RESUME_CODES = {"RUN205", "RUN206", "RUN207"}
 

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import doctor
+from doctor.runs.triage import analyze_run
+
 from tests.helpers.run import (
     TRAINING_STATE,
     decreasing,
@@ -23,9 +27,6 @@ from tests.helpers.run import (
     write_state,
     write_torch_file,
 )
-
-import doctor
-from doctor.runs.triage import analyze_run
 
 FILES = ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", *TRAINING_STATE)
 

@@ -6,15 +6,16 @@ import json
 
 import numpy as np
 import pytest
+
+import doctor
+from doctor.artifacts import discover
+from doctor.findings import Severity
 from doctor.runs.tensors import delta, read_tensor
 from doctor.runs.tensors import lora_tensors as header_lora
 from doctor.runs.triage import analyze_run
-from tests.helpers.run import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
-
-import doctor
-from doctor.findings import Severity
-from doctor.artifacts import discover
 from doctor.testing.original import make_llava_original_lora
+
+from tests.helpers.run import decreasing, finding_codes, lora_tensors, make_run, only, write_adapter, write_state
 
 NEW_ZERO_TO_FP32 = '''if __name__ == "__main__":
     parser = argparse.ArgumentParser()

@@ -8,10 +8,10 @@ import json
 import pytest
 
 pytest.importorskip("peft")
-from tests.helpers.run import finding_codes, only, train  # noqa: E402
-
 import doctor  # noqa: E402
 from doctor.cli import main  # noqa: E402
+
+from tests.helpers.run import finding_codes, only, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

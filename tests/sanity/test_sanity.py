@@ -17,6 +17,7 @@ from doctor.errors import UsageError  # noqa: E402
 from doctor.sanity import run_sanity  # noqa: E402
 from doctor.testing.adapters import make_lora_adapter  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402
+
 from tests.helpers.sanity import open_gates, rewrite_tensors  # noqa: E402
 
 PROBE = Path(__file__).resolve().parents[2] / "doctor" / "data" / "pope_example.jsonl"

@@ -33,6 +33,7 @@ def models(tmp_path_factory):
     from doctor.testing.adapters import make_lora_adapter
     from doctor.testing.models import make_llava_model
     from doctor.testing.qwen import make_qwen_model
+
     from tests.helpers.sanity import open_gates, remove_processor_files
 
     root = tmp_path_factory.mktemp("cuda")
@@ -66,6 +67,7 @@ def test_clean_folder_without_processor_files_passes_on_cuda(models, family, mod
 @pytest.mark.parametrize("family", FAMILIES)
 def test_nan_weight_fails_stage_2_on_cuda(models, family, mode, tmp_path):
     from doctor.sanity import run_sanity
+
     from tests.helpers.sanity import plant_nan
 
     folder = tmp_path / family

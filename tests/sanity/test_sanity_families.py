@@ -18,6 +18,7 @@ pytest.importorskip("peft")
 from doctor.sanity import run_sanity  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402
 from doctor.testing.qwen import make_qwen_model  # noqa: E402
+
 from tests.helpers.sanity import open_gates, plant_nan, remove_processor_files  # noqa: E402
 
 FAMILIES = ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl")

@@ -16,8 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tests.helpers.pickle_corpus import Sample, build_corpus, exec_reduce, not_what_it_says  # noqa: E402
-
 from doctor.io.pickle_scan import (  # noqa: E402
     UnsafePickleError,
     safe_load,
@@ -25,6 +23,8 @@ from doctor.io.pickle_scan import (  # noqa: E402
     tensor_infos,
     torch_load_is_safe,
 )
+
+from tests.helpers.pickle_corpus import Sample, build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 torch = pytest.importorskip("torch")
 

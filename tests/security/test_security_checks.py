@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from doctor.checks.security.rules.safetensors import SAFETENSORS_CHECKS  # noqa: E402
-from tests.helpers.pickle_corpus import build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 import doctor  # noqa: E402
+
+from tests.helpers.pickle_corpus import build_corpus, exec_reduce, not_what_it_says  # noqa: E402
 
 torch = pytest.importorskip("torch")
 

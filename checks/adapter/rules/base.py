@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from doctor.checks.adapter.fixtures import AdapterTensors, Versions
-from doctor.checks.adapter.reading import BaseModel, resolve_base
 from doctor.checks.adapter.keys import KeyPlan, plan_keys
+from doctor.checks.adapter.reading import BaseModel, resolve_base
 from doctor.checks.adapter.targets import (
     Resolution,
     language_only_regex,

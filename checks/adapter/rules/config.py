@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from doctor.checks.adapter.common import ADAPTER
 from doctor.checks.adapter.fixtures import Versions
 from doctor.checks.adapter.reading import JsonDoc
 
 from doctor import peft_compat
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, register
-
-from doctor.checks.adapter.common import ADAPTER
 
 PEFT_TYPES = frozenset({
     "PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "LORA", "ADALORA", "ADAMSS", "BOFT",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.checks.adapter.common import ADAPTER, weights_file
 from doctor.checks.adapter.fixtures import AdapterTensors
-from doctor.checks.adapter.reading import BaseModel, Weights
 from doctor.checks.adapter.keys import KeyPlan
 from doctor.checks.adapter.numeric import FLOAT_DTYPES, frobenius, lora_delta_norm, scan_bits
+from doctor.checks.adapter.reading import BaseModel, Weights
 from doctor.checks.adapter.targets import pattern_value
-from doctor.checks.adapter.common import ADAPTER, weights_file
 
 from doctor.errors import Skip
 from doctor.findings import Location, Severity

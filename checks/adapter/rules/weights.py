@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.checks.adapter.common import ADAPTER, weights_file
 from doctor.checks.adapter.fixtures import AdapterTensors, Versions
-from doctor.checks.adapter.reading import Weights
 from doctor.checks.adapter.keys import KeyPlan
+from doctor.checks.adapter.reading import Weights
 from doctor.checks.adapter.targets import Resolution, pattern_value
 
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, register
-
-from doctor.checks.adapter.common import ADAPTER, weights_file
-
 
 
 @register

@@ -6,13 +6,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.fixtures import JsonFile, ModelWeights, image_token_id, text_config
+from doctor.checks.checkpoint.installed import installed_transformers
+
 from doctor.artifacts import ORIGINAL_LLAVA_TYPES
 from doctor.errors import Skip
 from doctor.findings import Applicability, Fix, Location, Severity
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.fixtures import JsonFile, ModelWeights, image_token_id, text_config
-from doctor.checks.checkpoint.installed import installed_transformers
 
 # The config class each original-LLaVA type registers: the name in AutoTokenizer's KeyError.
 ORIGINAL_CONFIG_CLASSES = {

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.fixtures import read_json
+
 from doctor.findings import Applicability, Fix, Location
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.fixtures import read_json
 
 # flag -> the value at which greedy decoding does not complain (GenerationConfig.validate)
 SAMPLING_FLAGS: dict[str, tuple[Any, ...]] = {

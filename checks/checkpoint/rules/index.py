@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.fixtures import ModelWeights
+from doctor.checks.checkpoint.rules.shards import index_name as _index_name
+
 from doctor.findings import Location, Severity
 from doctor.io.safetensors_header import DTYPE_SIZES
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.fixtures import ModelWeights
-from doctor.checks.checkpoint.rules.shards import index_name as _index_name
 
 
 @register

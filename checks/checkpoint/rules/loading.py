@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.expected import BuildError, LoadPrediction, predict_load, split_lora
+from doctor.checks.checkpoint.fixtures import ModelWeights
+from doctor.checks.checkpoint.rules.weights import examples as _examples
+
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.layouts import classify, part_of
 from doctor.registry import Check, fixture, register
-
-from doctor.checks.checkpoint.expected import BuildError, LoadPrediction, predict_load, split_lora
-from doctor.checks.checkpoint.fixtures import ModelWeights
-from doctor.checks.checkpoint.rules.weights import examples as _examples
 
 PART_TITLES = {"projector": "the projector", "vision": "the vision tower", "image_newline": "image_newline",
                "language": "the language model", "lm_head": "lm_head", "other": "other"}

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from doctor.findings import Location, Severity
-from doctor.registry import Check, register
-
 from doctor.checks.checkpoint.fixtures import image_processor_config, load_json_dict, vision_config
 from doctor.checks.checkpoint.rules.tokenizer import is_native_vlm
+
+from doctor.findings import Location, Severity
+from doctor.registry import Check, register
 
 # Processors that expand the image token themselves (transformers >= 4.47) and need these fields.
 EXPANDING = frozenset({"llava", "llava_next", "llava_onevision", "llava_next_video", "vipllava"})

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.envprobe import version_tuple
-from doctor.findings import Location, Severity
-from doctor.registry import Check, register
-
 from doctor.checks.checkpoint.rules.config import ORIGINAL_ARCHITECTURES
 from doctor.checks.checkpoint.rules.config import config_path as _config_path
 from doctor.checks.checkpoint.rules.config import installed as _installed
+
+from doctor.envprobe import version_tuple
+from doctor.findings import Location, Severity
+from doctor.registry import Check, register
 
 
 @register

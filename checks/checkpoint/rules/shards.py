@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from doctor.checks.checkpoint.fixtures import BIN_INDEX, SAFE_INDEX, ModelWeights, read_sharded
+
 from doctor.findings import Location, Severity
 from doctor.registry import Check, fixture, register
-
-from doctor.checks.checkpoint.fixtures import BIN_INDEX, SAFE_INDEX, ModelWeights, read_sharded
 
 _SHARD_RE = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
 

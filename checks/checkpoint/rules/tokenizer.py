@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from doctor.envprobe import version_tuple
-from doctor.families import default_image_tokens
-from doctor.errors import Skip
-from doctor.findings import Location, Severity
-from doctor.registry import Check, fixture, register
-
 from doctor.checks.checkpoint.fixtures import ModelWeights, image_token_id, load_json_dict, text_config
 from doctor.checks.checkpoint.installed import installed_transformers
 from doctor.checks.checkpoint.tokenizer_files import TokenizerFacts, read_tokenizer
+
+from doctor.envprobe import version_tuple
+from doctor.errors import Skip
+from doctor.families import default_image_tokens
+from doctor.findings import Location, Severity
+from doctor.registry import Check, fixture, register
 
 DEFAULT_IMAGE_TOKENS = default_image_tokens()  # model_type -> placeholder, from doctor.families
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.checkpoint.fixtures import normalize_dtype, read_model_weights
+
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.io.scan_budget import FULL_SCAN_BYTES, describe_cost
 from doctor.registry import Check, fixture, register
-
-from doctor.checks.checkpoint.fixtures import normalize_dtype, read_model_weights
 
 if TYPE_CHECKING:
     from doctor.io.deep_scan import ValueStats  # numpy: imported only when a scan runs

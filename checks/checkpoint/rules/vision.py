@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.fixtures import ModelWeights, image_processor_config, text_config, vision_config
+
 from doctor.findings import Location
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.fixtures import ModelWeights, image_processor_config, text_config, vision_config
 
 STRATEGIES = ("default", "full")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.tokenizer_files import TokenizerFacts
+
 from doctor.findings import Location
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.tokenizer_files import TokenizerFacts
 
 COVERED_ELSEWHERE = frozenset({"image_token_id", "image_token_index"})  # CKP005, CKP403
 

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from doctor.checks.checkpoint.fixtures import ADAPTER_NAMES, ModelWeights, is_lora_name
+
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.registry import Check, register
-
-from doctor.checks.checkpoint.fixtures import ADAPTER_NAMES, ModelWeights, is_lora_name
 
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DROP, Problem, Problems
-from doctor.checks.dataset.images.remote import RemoteProber, dataset_folder, is_url
 from doctor.checks.dataset.images.probe import ERROR, MISSING, Prober, pillow_max_pixels
+from doctor.checks.dataset.images.remote import RemoteProber, dataset_folder, is_url
 
 from doctor.findings import Applicability, Fix, Location, Severity
 

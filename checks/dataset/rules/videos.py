@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import DatasetCheck, Problems
+
 from doctor.errors import Skip
 from doctor.findings import Severity
 from doctor.registry import register

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from doctor.errors import Skip
+from doctor.findings import Location, Severity
+from doctor.registry import Check, register
 from doctor.runs.record import (
     Record,
     all_zero,
@@ -14,10 +17,6 @@ from doctor.runs.record import (
     steps_text,
     trend,
 )
-
-from doctor.errors import Skip
-from doctor.findings import Location, Severity
-from doctor.registry import Check, register
 
 RUN = frozenset({"run"})
 

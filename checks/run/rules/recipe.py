@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
-from doctor.runs.record import Record, all_zero, fmt, warmup_unfinished
-
 from doctor.errors import Skip
 from doctor.findings import Location, Severity
 from doctor.registry import Check, register
+from doctor.runs.record import Record, all_zero, fmt, warmup_unfinished
 
 RUN = frozenset({"run"})
 # scripts/v1_5/finetune_lora.sh and finetune_task_lora.sh (haotian-liu/LLaVA)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from doctor.runs.resume import Resume
-from doctor.runs.triage import RunAnalysis, SaveState
-
 from doctor.findings import Location, Severity
 from doctor.registry import Check, register
+from doctor.runs.resume import Resume
+from doctor.runs.triage import RunAnalysis, SaveState
 
 RUN = frozenset({"run"})
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from doctor.runs.hints import deepspeed_recovery, extract_adapter, llava_extras_hint, sibling_with
-from doctor.runs.triage import RunAnalysis, SaveState, human_size
-
 from pathlib import Path
 
 from doctor.files import FSDP_DIR_RE
 from doctor.findings import Location, Severity
 from doctor.io.pickle.dcp import saved_keys
 from doctor.registry import Check, register
+from doctor.runs.hints import deepspeed_recovery, extract_adapter, llava_extras_hint, sibling_with
+from doctor.runs.triage import RunAnalysis, SaveState, human_size
 
 RUN = frozenset({"run"})
 

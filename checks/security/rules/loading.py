@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.checks.security.rules.pickles import ARTIFACTS, LLAVA_PLAIN_LOAD
+
 from doctor.artifacts import Artifact
 from doctor.errors import Skip
 from doctor.files import PICKLE_WEIGHTS_RE, is_training_state

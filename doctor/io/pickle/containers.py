@@ -25,9 +25,8 @@ import os
 import struct
 import tarfile
 import zipfile
-from typing import IO
-
 from pathlib import Path
+from typing import IO
 
 from doctor.files import DISTCP_SUFFIX, LFS_POINTER_PREFIX
 from doctor.io.pickle import dcp

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 MAX_KEPT_BYTES = 1 << 20  # longer byte/str payloads are skipped and replaced by a Blob
