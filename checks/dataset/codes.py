@@ -64,6 +64,7 @@ class DAT:
     RECORD_TRUNCATED: Final = "DAT301"  # RecordTruncated
     ANSWERS_TRUNCATED: Final = "DAT302"  # AnswersTruncated
     IMAGE_TOKENS_TRUNCATED: Final = "DAT303"  # ImageTokensTruncated
+    IMAGE_ASPECT_RATIO_REFUSED: Final = "DAT304"  # ImageAspectRatioRefused
     DATASET_SUMMARY: Final = "DAT901"  # DatasetSummary
     IMAGE_SUMMARY: Final = "DAT902"  # ImageSummary
     TOKEN_SUMMARY: Final = "DAT903"  # TokenSummary

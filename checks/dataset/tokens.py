@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.checks.dataset.codes import DAT
 from doctor.checks.dataset.common import Problem, Problems, describe
 from doctor.checks.dataset.template import Overhead, load_lengths, overhead
 from doctor.checks.dataset.vision import VisionSpec, max_length_of, vision_spec
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from doctor.checks.dataset.videos import VideoReport
 
 BATCH = 1024
-TRUNCATED, ANSWERS_CUT, IMAGE_CUT = "DAT301", "DAT302", "DAT303"
+TRUNCATED, ANSWERS_CUT, IMAGE_CUT = DAT.RECORD_TRUNCATED, DAT.ANSWERS_TRUNCATED, DAT.IMAGE_TOKENS_TRUNCATED
+ASPECT_LIMIT = 200  # transformers' Qwen2-VL smart_resize refuses max(h, w) / min(h, w) above it
 _ASSISTANT = frozenset({"gpt", "assistant", "bot", "model", "chatgpt"})
 FALLBACK_MAX_LENGTH = 2048
 
@@ -103,6 +105,8 @@ def _pass(scan: DatasetScan, images: ImageReport | None, report: TokenReport,
                 continue
             turns, image_tokens, video_tokens = _turns(rec, scan, images, report.spec, texts, videos, report)
             records.append((i, rec, line, turns, image_tokens, video_tokens))
+            if images is not None and report.spec is not None and report.spec.dynamic is not None:
+                _aspect(report, scan, images, i, rec, line)
             if len(records) >= BATCH:
                 _flush(records, texts, lengths, report, scan)
                 advance(len(records))
@@ -151,6 +155,24 @@ def _turns(rec: dict, scan: DatasetScan, images: ImageReport | None, spec: Visio
             item = path if path is not None else next(listed, None)
             video_tokens.append(_video_tokens(item, scan, images, videos, spec, report))
     return out, tokens, video_tokens
+
+
+def _aspect(report: TokenReport, scan: DatasetScan, images: ImageReport, i: int, rec: dict, line: int) -> None:
+    """DAT304: an image the dynamic-resolution processor refuses for its aspect ratio."""
+    refs = scan.refs
+    for p in _paths(rec, scan.fmt == "llava"):
+        size = images.size_of(refs[p]) if p in refs else None
+        if not size or min(size) <= 0 or max(size) <= ASPECT_LIMIT * min(size):
+            continue
+        w, h = size
+        report.drop[i] = f"{DAT.IMAGE_ASPECT_RATIO_REFUSED}: image {p} is {w}x{h}, an aspect ratio over 200"
+        report.problems.add(DAT.IMAGE_ASPECT_RATIO_REFUSED, Problem(
+            f"{describe(i, rec)}: image {p!r} is {w:,} x {h:,} px, aspect ratio {max(size) / min(size):,.0f}: "
+            f"{report.spec.family if report.spec else 'the'} processor's smart_resize raises \"absolute aspect ratio "
+            "must be smaller than 200\" (TRL, transformers; LLaMA-Factory squeezes it to 180:1 first)",
+            i, f"/{i}", line, fix=Fix("drop the record (it goes to <name>.rejected.jsonl with the reason)",
+                                     Applicability.UNSAFE, "dataset", {"records": report.drop})))
+        return
 
 
 def _media(text: str) -> str:
@@ -225,7 +247,8 @@ def video_rule(spec: VisionSpec | None, sampling: VideoSampling, model: bool) ->
                 f"(w'/{geo.factor}) tokens, + {spec.extra} around each")
     if not model:
         return "not counted: no --model, so the video processor is unknown"
-    return f"not counted: {spec.family if spec else 'this'} model takes no video input in LLaMA-Factory (DAT116)"
+    return (f"not counted: {spec.family if spec else 'this'} model takes no video input in LLaMA-Factory "
+            f"({DAT.VIDEOS_NOT_SUPPORTED})")
 
 
 def _text(content: Any, inline: list[str | None] | None = None) -> str:

@@ -132,3 +132,31 @@ def test_records_over_max_length_found(models, tmp_path):
     assert "qwen2_vl" in summary.message
     clean = doctor.check(str(data), select=["DAT3"], model=str(info.path), max_length=max(real))
     assert not [f for f in clean.findings if f.code.startswith("DAT30")]
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_aspect_ratio_the_processor_refuses_is_dat304(models, tmp_path, family):
+    """The real image processor raises on the 205:1 image and takes the 195:1 twin; DAT304 says the same."""
+    from PIL import Image
+
+    info = models[family]
+    sizes = [("thin.png", 4100, 20), ("ok.png", 3900, 20), ("tall.png", 20, 4100)]
+    recs = _records(sizes, tmp_path)
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(recs))
+    proc = image_processor(info)
+    refused = set()
+    for i, (name, _, _) in enumerate(sizes):
+        try:
+            proc(images=[Image.open(tmp_path / name).convert("RGB")])
+        except ValueError as e:
+            assert "aspect ratio" in str(e)
+            refused.add(i)
+    assert refused == {0, 2}
+    report = doctor.check(str(data), select=["DAT304"], model=str(info.path))
+    found = {f.location.record: f for f in report.findings}
+    assert set(found) == refused
+    assert found[0].severity.value == "error" and "'thin.png' is 4,100 x 20 px" in found[0].message
+    assert found[0].fix is not None  # drop the record (unsafe)
+    llava = doctor.check(str(data), select=["DAT304"], tokenizer=str(info.path))  # no --model: no family rule
+    assert not llava.findings

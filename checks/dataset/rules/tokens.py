@@ -1,4 +1,4 @@
-"""DAT301-DAT303 (token budget, images and videos) and DAT901-DAT903 (the numbers a user wants before a run)."""
+"""DAT301-DAT304 (token budget, images and videos; what the model's processor refuses) and DAT901-DAT903 (the numbers a user wants before a run)."""
 
 from __future__ import annotations
 
@@ -102,6 +102,34 @@ class ImageTokensTruncated(TokenCheck):
 
     code = DAT.IMAGE_TOKENS_TRUNCATED
     name = "image-tokens-truncated"
+
+
+@register
+class ImageAspectRatioRefused(TokenCheck):
+    """An image is too thin for the model's dynamic-resolution processor.
+
+    ## What it does
+    With `--model` of a dynamic-resolution family (Qwen2-VL, Qwen2.5-VL), reports records with an
+    image whose long side is more than 200 times its short side, from the image header.
+
+    ## Why is this bad?
+    transformers' `smart_resize` (Qwen2-VL's image processor, what TRL and plain transformers
+    training call) raises `ValueError: absolute aspect ratio must be smaller than 200` when the
+    record's batch comes up, and the run dies. LLaMA-Factory's Qwen2-VL plugin resizes such an
+    image to 180:1 before the processor sees it, so it trains on a squeezed copy.
+
+    Severity: error, because the model's own image processor raises on it.
+
+    ## Example
+    A 12,000 x 40 px banner in a Qwen2.5-VL dataset.
+
+    ## How to fix
+    Crop or pad the image to a ratio under 200:1 (split a long strip into tiles), or drop the
+    record (`--fix --unsafe-fixes`).
+    """
+
+    code = DAT.IMAGE_ASPECT_RATIO_REFUSED
+    name = "image-aspect-ratio-refused"
 
 
 @register
