@@ -122,7 +122,8 @@ def _turns(rec: dict, scan: DatasetScan, images: ImageReport | None, spec: Visio
     """Per turn (is an answer, its media in order: "i" an image, "v" a video); the turn texts go
     to ``texts``; then the tokens of the record's images and of its videos, in order."""
     llava = scan.fmt == "llava"
-    turns_raw = rec.get("conversations" if llava else "messages")
+    turns_raw = (alpaca_messages(rec) if scan.fmt == "alpaca" else
+                 rec.get("conversations" if llava else "messages"))
     out: list[tuple[bool, str]] = []
     if type(turns_raw) is not list:
         return out, [], []
@@ -155,6 +156,25 @@ def _turns(rec: dict, scan: DatasetScan, images: ImageReport | None, spec: Visio
             item = path if path is not None else next(listed, None)
             video_tokens.append(_video_tokens(item, scan, images, videos, spec, report))
     return out, tokens, video_tokens
+
+
+def alpaca_messages(rec: dict) -> list[dict[str, Any]]:
+    """An alpaca record as the turns ``AlpacaDatasetConverter`` makes of it: ``system``, the
+    ``history`` pairs, then ``instruction`` and ``input`` joined with "\\n" as the user turn and
+    ``output`` (a string) as the answer. Malformed fields are left out (DAT012/DAT013 report them)."""
+    out: list[dict[str, Any]] = []
+    system = rec.get("system")
+    if type(system) is str and system:
+        out.append({"role": "system", "content": system})
+    history = rec.get("history")
+    for pair in history if type(history) is list else ():
+        if type(pair) is list and len(pair) == 2 and all(type(t) is str for t in pair):
+            out += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    query = [v for v in (rec.get("instruction"), rec.get("input")) if type(v) is str and v]
+    out.append({"role": "user", "content": "\n".join(query)})
+    if type(rec.get("output")) is str:
+        out.append({"role": "assistant", "content": rec["output"]})
+    return out
 
 
 def _aspect(report: TokenReport, scan: DatasetScan, images: ImageReport, i: int, rec: dict, line: int) -> None:

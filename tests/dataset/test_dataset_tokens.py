@@ -150,3 +150,47 @@ def test_dataset_checks_import_neither_torch_nor_transformers(tokenizer, tmp_pat
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alpaca_records_count_as_the_messages_llamafactory_makes_of_them(tokenizer, tmp_path):
+    """An alpaca record and the messages AlpacaDatasetConverter turns it into get the same count."""
+    from types import SimpleNamespace
+
+    from doctor.checks.dataset.scan import scan_dataset
+    from doctor.checks.dataset.tokens import count_tokens
+
+    long = " ".join(["describe the picture"] * 300)
+    alpaca = [
+        {"instruction": "<image>what is it", "input": "", "output": "a cat", "images": ["a.png"]},
+        {"instruction": "translate", "input": "bonjour", "output": "hello", "system": "be brief"},
+        {"instruction": "and now?", "output": long, "history": [["<image>first", "a dog"], ["second", "a bird"]],
+         "images": ["a.png"]},
+        {"instruction": "unsupervised", "output": None},
+    ]
+    messages = [
+        {"messages": [{"role": "user", "content": "<image>what is it"}, {"role": "assistant", "content": "a cat"}],
+         "images": ["a.png"]},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "translate\nbonjour"},
+                      {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "<image>first"}, {"role": "assistant", "content": "a dog"},
+                      {"role": "user", "content": "second"}, {"role": "assistant", "content": "a bird"},
+                      {"role": "user", "content": "and now?"}, {"role": "assistant", "content": long}],
+         "images": ["a.png"]},
+        {"messages": [{"role": "user", "content": "unsupervised"}]},
+    ]
+    make_image(tmp_path / "a.png")
+    options = SimpleNamespace(tokenizer=str(tokenizer.path), model=None, max_length=1500)
+    lengths = {}
+    for name, recs in (("alpaca", alpaca), ("messages", messages)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(recs))
+        scan = scan_dataset(str(path))
+        assert scan.fmt == name
+        report = count_tokens(scan, None, options)
+        assert report.skipped is None
+        lengths[name] = list(report.lengths)
+        over = doctor.check(str(path), select=["DAT3"], tokenizer=str(tokenizer.path), max_length=1500,
+                            image_folder=str(tmp_path))
+        assert [(f.code, f.location.record) for f in over.findings] == [("DAT301", 2)], name  # the long answer is cut
+    assert lengths["alpaca"] == lengths["messages"] and len(lengths["alpaca"]) == 4
+    assert lengths["alpaca"][2] > lengths["alpaca"][0] > 576  # text plus one 576-token image each
