@@ -104,10 +104,10 @@ def discover(paths: list[str]) -> list[Artifact]:
     seen: set[str] = set()
     for raw in paths:
         if _is_url(raw):
-            art = _discover_url(raw)
-            if art.path not in seen:
-                seen.add(art.path)
-                found.append(art)
+            for art in _discover_url(raw):
+                if art.path not in seen:
+                    seen.add(art.path)
+                    found.append(art)
             continue
         p = Path(raw)
         if not p.exists() and not p.is_symlink():
@@ -130,12 +130,17 @@ def _is_url(raw: str) -> bool:
 URL_DATASET_SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 
-def _discover_url(url: str) -> Artifact:
+URL_FOLDER_DEPTH = 4  # how deep a folder URL is listed (hf://datasets/org/name/data/train-*.parquet)
+
+
+def _discover_url(url: str) -> list[Artifact]:
     """A dataset file given as an fsspec URL (``s3://bucket/train.jsonl``, ``hf://datasets/...``,
     ``gs://``, ``memory://``, ``file://``): a dataset by its suffix, else by its first bytes
-    (``sniff``); anything else is DOC002 naming what it is. An object that does not exist, a
-    protocol whose fsspec package is missing, or a folder: an ``ArtifactError`` (exit 2) naming
-    the URL and the package to install; never a traceback."""
+    (``sniff``); anything else is DOC002 naming what it is. A folder URL is listed (a few levels
+    down, as a local folder is walked): each dataset file in it (shards of a Hugging Face dataset)
+    is one artifact, and a folder with none is DOC002. An object that does not exist or a
+    protocol whose fsspec package is missing: an ``ArtifactError`` (exit 2) naming the URL and
+    the package to install; never a traceback."""
     from doctor.io.jsonstream import URL_HINT
 
     try:
@@ -153,8 +158,35 @@ def _discover_url(url: str) -> Artifact:
     except Exception as e:  # noqa: BLE001 - no credentials, no network: each backend its own error
         raise ArtifactError(f"{url}: cannot read this URL: {type(e).__name__}: {e}") from None
     if info.get("type") == "directory":
-        raise ArtifactError(f"{url}: a folder; give the dataset file's URL (a .json, .jsonl, .parquet or .arrow "
-                            "object; a folder of parquet shards is checked one shard URL at a time)")
+        return _discover_url_folder(url, fs, key)
+    return [_url_file(url, fs, key, info)]
+
+
+def _discover_url_folder(url: str, fs: Any, key: str) -> list[Artifact]:
+    try:
+        listed = sorted(fs.find(key, maxdepth=URL_FOLDER_DEPTH))
+    except Exception as e:  # noqa: BLE001 - each backend its own error
+        raise ArtifactError(f"{url}: cannot list this folder URL: {type(e).__name__}: {e}") from None
+    base = url.rstrip("/")
+    arts = []
+    names = []
+    for child in listed:
+        rel = child[len(key.rstrip("/")):].lstrip("/") if child.startswith(key.rstrip("/")) else child.rsplit("/", 1)[-1]
+        names.append(rel)
+        suffix = next((sfx for sfx in URL_DATASET_SUFFIXES if rel.lower().endswith(sfx)), None)
+        if suffix is not None and not any(part.startswith(".") for part in rel.split("/")):
+            arts.append(Artifact(f"{base}/{rel}", frozenset({"dataset"}), {"format": URL_DATASET_SUFFIXES[suffix],
+                                                                           "url": True}))
+    if arts:
+        return arts
+    what = f"{len(names)} object(s), none a dataset file" if names else "an empty folder"
+    message = (f"{url} is {what} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): given as a URL, "
+               "only dataset files (.json, .jsonl, .parquet, .arrow) are checked")
+    return [Artifact(url, frozenset({"unrecognized"}), {"message": message, "files": len(names), "folders": 0,
+                                                        "names": names[:20], "what": what})]
+
+
+def _url_file(url: str, fs: Any, key: str, info: dict[str, Any]) -> Artifact:
     name = url.rstrip("/").rsplit("/", 1)[-1]
     low = name.lower()
     for suffix, fmt in URL_DATASET_SUFFIXES.items():

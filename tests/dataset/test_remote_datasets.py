@@ -153,12 +153,30 @@ def test_an_unreadable_url_is_a_usage_error(url, said, capsys):
     assert code == 2 and url in err and said in err and "Traceback" not in err
 
 
-def test_a_url_folder_is_a_usage_error(local, capsys):
-    from doctor.cli import main
+def test_a_url_folder_checks_every_dataset_file_in_it(local):
+    """A folder URL (a Hugging Face dataset's shards) is listed as a local folder is walked: each
+    dataset file is an artifact, with the local folder's report."""
+    from doctor.artifacts import discover
 
     folder = to_memory(local, "folder")
-    code = main(["check", folder, "--no-progress"])
-    assert code == 2 and "a folder" in capsys.readouterr().err
+    arts = discover([folder])
+    assert [a.path.rsplit("/", 1)[-1] for a in arts] == ["file.arrow", "stream.arrow", "train.json", "train.jsonl",
+                                                          "train.parquet"]
+    assert {a.path.rsplit("/", 1)[-1] for a in arts} == {a.path.rsplit("/", 1)[-1] for a in discover([str(local)])}
+    for art in arts:
+        name = art.path.rsplit("/", 1)[-1]
+        same(doctor.check(art.path), doctor.check(str(local / name)), folder, str(local))
+
+
+def test_a_url_folder_without_datasets_is_doc002(capsys):
+    from doctor.cli import main
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/pictures/a/cat.png", b"\x89PNG\r\n\x1a\n" + bytes(32))
+    report = doctor.check("memory://pictures")
+    (found,) = [f for f in report.findings if f.code == "DOC002"]
+    assert "none a dataset file" in found.message and "a/cat.png" in found.message
+    assert main(["check", "memory://pictures", "--no-progress"]) == 1
 
 
 def test_a_url_that_is_not_a_dataset_is_doc002(local):
