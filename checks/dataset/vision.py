@@ -89,8 +89,14 @@ def vision_spec(model_dir: str | None) -> VisionSpec:
     model_type = config.get("model_type")
     vision = config.get("vision_config") or {}
     strategy = config.get("vision_feature_select_strategy", "default")
-    fam = family_of(model_type)  # the family table's token rule decides; unknown VLMs count as "fixed"
-    rule = fam.token_rule if fam is not None else ("fixed" if vision else None)
+    fam = family_of(model_type)  # the family table's token rule decides
+    if fam is None and vision:
+        # a vision-language model with no family table: its processor's count is unknown here, and
+        # llava's formula is wrong for most (tiles, dynamic resolution, fixed soft tokens): not counted
+        return VisionSpec(str(model_type or "unknown"), f"not counted: model type {model_type!r} has no family "
+                          "table in vlm-doctor (docs/families.md), so its image tokens are unknown; records are "
+                          "measured by their text alone", per_image=0)
+    rule = fam.token_rule if fam is not None else None
     if fam is not None and rule == "dynamic":
         return dynamic_spec(Path(model_dir), fam)
     if fam is not None and rule == "one":

@@ -194,3 +194,21 @@ def test_alpaca_records_count_as_the_messages_llamafactory_makes_of_them(tokeniz
         assert [(f.code, f.location.record) for f in over.findings] == [("DAT301", 2)], name  # the long answer is cut
     assert lengths["alpaca"] == lengths["messages"] and len(lengths["alpaca"]) == 4
     assert lengths["alpaca"][2] > lengths["alpaca"][0] > 576  # text plus one 576-token image each
+
+
+def test_a_vlm_without_a_family_table_gets_no_invented_image_count(tokenizer, tmp_path):
+    """A model type with a vision tower but no family table (idefics3 splits images into tiles): its
+    image tokens are said to be uncounted, never llava's formula (4,097 here) passed off as its count."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "idefics3", "vision_config": {"image_size": 896, "patch_size": 14}, "scale_factor": 4}))
+    spec = vision_spec(str(model))
+    assert spec.tokens(896, 896) == spec.tokens() == 0 and "not counted" in spec.description
+    assert "idefics3" in spec.description and "docs/families.md" in spec.description
+    path = write(tmp_path, records([("what is it", "a cat")]))
+    report = doctor.check(str(path), select=["DAT3", "DAT903"], tokenizer=str(tokenizer.path), model=str(model),
+                          image_folder=str(tmp_path), max_length=600)
+    assert not [f for f in report.findings if f.code.startswith("DAT30")]  # 4,097 "image tokens" would be DAT303
+    (summary,) = [f for f in report.findings if f.code == "DAT903"]
+    assert "not counted" in summary.message
