@@ -203,3 +203,18 @@ def test_chat_template_writes_the_placeholder(tmp_path: Path) -> None:
     template = json.loads((info.path / "chat_template.json").read_text())["chat_template"]
     assert "<|vision_start|><|image_pad|><|vision_end|>" in template
     passes(run(info.path, "CKP"), "CKP506")
+
+
+# ---- merger width (CKP502) -------------------------------------------------------------------------
+
+
+def test_merger_width_mismatch(tmp_path: Path) -> None:
+    bad = build(tmp_path, "wide", vision_out_hidden=32)
+    (found,) = fails(run(bad.path, "CKP"), "CKP502", "vision_config.out_hidden_size is 32", "hidden_size is 64")
+    assert forward_error(bad) is not None
+    passes(run(build(tmp_path, "twin").path, "CKP"), "CKP502")
+    # config.json edited against the weights (merger.linear_fc2 is 64 wide): CKP106 names the tensors, not CKP502
+    edited = build(tmp_path, "edited", config_overrides={"vision_config.out_hidden_size": 32})
+    report = run(edited.path, "CKP")
+    fails(report, "CKP106", "model.visual.merger.linear_fc2.weight")
+    assert "CKP502" not in codes(report)
