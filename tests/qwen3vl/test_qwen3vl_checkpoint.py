@@ -218,3 +218,92 @@ def test_merger_width_mismatch(tmp_path: Path) -> None:
     report = run(edited.path, "CKP")
     fails(report, "CKP106", "model.visual.merger.linear_fc2.weight")
     assert "CKP502" not in codes(report)
+
+
+def _class_defaults(module: str, cls: str) -> dict[str, Any]:
+    """Literal class attributes of an installed transformers class, read from its source (the
+    video processor class cannot be imported without torchvision)."""
+    import ast
+    import importlib.util
+
+    source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls)
+    out = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+            try:  # literals and constant arithmetic (128 * 32 * 32), nothing named
+                out[stmt.targets[0].id] = eval(compile(ast.Expression(stmt.value), cls, "eval"), {"__builtins__": {}})
+            except Exception:  # noqa: BLE001 - a name or call: not a literal default
+                pass
+    return out
+
+
+def test_table_defaults_are_the_installed_classes() -> None:
+    import transformers
+
+    fam = family_of("qwen3_vl")
+    video = _class_defaults("transformers.models.qwen3_vl.video_processing_qwen3_vl", "Qwen3VLVideoProcessor")
+    assert {k: video[k] for k in ("patch_size", "merge_size", "temporal_patch_size")} == \
+        {k: fam.video_processor_defaults[k] for k in ("patch_size", "merge_size", "temporal_patch_size")}
+    size = video["size"]
+    assert (size["shortest_edge"], size["longest_edge"]) == (fam.video_processor_defaults["min_pixels"],
+                                                             fam.video_processor_defaults["max_pixels"])
+    image = transformers.Qwen2VLImageProcessorPil
+    assert (image.patch_size, image.merge_size, image.temporal_patch_size) == (14, 2, 2)
+    assert (image.size["shortest_edge"], image.size["longest_edge"]) == (fam.processor_defaults["min_pixels"],
+                                                                         fam.processor_defaults["max_pixels"])
+
+
+@pytest.mark.parametrize("processor_layout", ["split", "native"])
+def test_video_processor_key_left_out_takes_the_video_class_default(tmp_path: Path, processor_layout: str) -> None:
+    """Qwen3VLVideoProcessor's own default patch_size is 16 (the image class's is 14): a video
+    processor file without it is fine, one saying 14 is not."""
+    from doctor.testing import weights as _weights
+
+    def edit(info: Any, value: Any) -> Path:
+        if processor_layout == "split":
+            target, key = info.path / "video_preprocessor_config.json", "patch_size"
+        else:
+            target, key = info.path / "processor_config.json", "video_processor.patch_size"
+        _weights.patch_json(target, {key: value})
+        return target
+
+    from doctor.testing import DELETE
+
+    left_out = build(tmp_path, "left-out", processor_layout=processor_layout)
+    edit(left_out, DELETE)
+    passes(run(left_out.path, "CKP"), "CKP503")
+    bad = build(tmp_path, "bad", processor_layout=processor_layout)
+    target = edit(bad, 14)
+    (found,) = fails(run(bad.path, "CKP"), "CKP503", "patch_size is 14", "vision_config.patch_size is 16")
+    assert found.path == str(target)
+
+
+def test_pixel_limits_against_the_training_length(tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    from doctor.testing.images import pil_image
+    from doctor.testing.qwen3_vl import processor
+
+    def truncated_error(info: Any) -> str | None:
+        proc = processor(info)
+        text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+                                        tokenize=False, add_generation_prompt=True)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(info.path)
+        try:
+            inputs = proc(images=pil_image((32 * 32, 32 * 40), 0, "blank"), text=text, truncation=True,
+                          max_length=512, return_tensors="pt")
+            with torch.no_grad():
+                model(**inputs)
+        except Exception as e:  # noqa: BLE001
+            return str(e)
+        return None
+
+    big = build(tmp_path, "big", max_pixels=32 * 32 * 1280, tokenizer_overrides={"model_max_length": 512})
+    (found,) = fails(run(big.path, "CKP"), "CKP504", "up to 1280 image tokens", "model_max_length 512")
+    assert found.location.pointer == "/size/longest_edge"
+    assert "image" in (truncated_error(big) or "")
+    twin = build(tmp_path, "twin", max_pixels=32 * 32 * 256, tokenizer_overrides={"model_max_length": 512})
+    passes(run(twin.path, "CKP"), "CKP504")
+    assert truncated_error(twin) is None
