@@ -31,8 +31,17 @@ from typing import Any, Literal
 from doctor.testing import weights as _weights
 from doctor.testing.models import ModelInfo
 from doctor.testing.qwen import (
-    ENDOFTEXT, IM_END, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, QwenInfo, _finish, _without_video,
-    _write_tokenizer, default_mrope_section,
+    ENDOFTEXT,
+    IM_END,
+    IMAGE_PAD,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    QwenInfo,
+    _finish,
+    _without_video,
+    _write_tokenizer,
+    default_mrope_section,
 )
 from doctor.testing.torch_context import seeded
 

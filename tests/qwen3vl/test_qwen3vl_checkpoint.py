@@ -105,6 +105,7 @@ def test_prediction_equals_from_pretrained(tmp_path: Path, plant: str) -> None:
 
     from doctor.checks.checkpoint.expected import predict_load
     from doctor.checks.checkpoint.fixtures import read_model_weights
+
     from doctor.testing import weights as _weights
 
     info = build(tmp_path, "m", shard_size="40KB" if plant == "shards" else None)
