@@ -126,9 +126,9 @@ def _family_layouts() -> tuple[dict[str, Layout], dict[str, tuple[Layout, Layout
                 image_newline=row.image_newline)
             built[row.name] = lay
             pair[row.modern] = lay
-        if False in pair and True in pair:
+        if True in pair:  # a family with one naming world (Qwen3-VL) reads the same before and after
             for t in fam.model_types:
-                per_type[t] = (pair[False], pair[True])
+                per_type[t] = (pair.get(False, pair[True]), pair[True])
     return built, per_type
 
 

@@ -247,7 +247,7 @@ def video_tokens_of(info: Any, spec: VisionSpec | None, sampling: VideoSampling,
     sampling and regularization, then the model's video processor (``sampled``: frames already
     sampled, as a list of frame images); None when the model family takes no video."""
     geo = spec.video or spec.dynamic if spec is not None else None
-    if spec is None or spec.dynamic is None or geo is None:
+    if spec is None or spec.dynamic is None or geo is None or spec.video_not_counted:
         return None
     frames = sampled or sampled_frames(info.frames, info.seconds, sampling)
     width, height = regularized_size(info.width, info.height, sampling)
@@ -260,6 +260,8 @@ def video_rule(spec: VisionSpec | None, sampling: VideoSampling, model: bool) ->
     s = sampling
     how = (f"LLaMA-Factory's sampling: min(frames, {s.maxlen}, max(1, floor(seconds x {s.fps:g}))), made even; "
            f"frames scaled into {s.min_pixels:,}-{s.max_pixels:,} px (--video-min-pixels / --video-max-pixels)")
+    if spec is not None and spec.video_not_counted:
+        return f"not counted: {spec.video_not_counted}, which this count does not replay"
     if spec is not None and spec.dynamic is not None:
         geo = spec.video or spec.dynamic
         return (f"{how}; then the video processor's smart_resize ({geo.min_pixels:,}-{geo.max_pixels:,} px, "

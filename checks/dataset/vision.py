@@ -48,6 +48,7 @@ class VisionSpec:
     dynamic: DynamicGeometry | None = None  # the "dynamic" rule (Qwen2-VL): the processor's settings
     extra: int = 0  # tokens the chat template puts around every image (Qwen: vision start / end)
     video: DynamicGeometry | None = None  # the video processor's settings, when they differ
+    video_not_counted: str = ""  # why this family's video tokens are not counted (Qwen3-VL: timestamps)
 
     def tokens(self, width: int | None = None, height: int | None = None) -> int:
         """Tokens for one image of ``width`` x ``height`` px (unknown size: the largest case)."""
@@ -137,7 +138,8 @@ def dynamic_spec(folder: Path, fam: Family) -> VisionSpec:
     # No video processor settings saved: transformers' video processor loads preprocessor_config.json
     # over its own class defaults (video_processing_utils.get_video_processor_dict).
     video_geo = dynamic_geometry(video if video else image, fam, fam.video_processor_defaults or None)
-    spec = VisionSpec(fam.name, "", dynamic=geo, extra=fam.tokens_per_image_extra, video=video_geo)
+    spec = VisionSpec(fam.name, "", dynamic=geo, extra=fam.tokens_per_image_extra, video=video_geo,
+                      video_not_counted=fam.video_tokens_not_counted)
     spec.description = (
         f"{fam.name}: (h'/{geo.factor}) x (w'/{geo.factor}) per image after smart_resize between min_pixels "
         f"{geo.min_pixels:,} and max_pixels {geo.max_pixels:,}, up to {geo.max_image_tokens():,}"

@@ -47,6 +47,7 @@ class Family:
     processor_keys: dict[str, str] = field(default_factory=dict)  # image-processor key -> role
     processor_defaults: dict[str, int] = field(default_factory=dict)  # the processor class defaults
     video_processor_defaults: dict[str, int] = field(default_factory=dict)  # the video processor's, when it differs
+    video_tokens_not_counted: str = ""                # why the DAT budget cannot count its videos ("": it can)
     rope: str | None = None                          # "mrope": sections must sum to head_dim / 2
     rope_default_sections: tuple[int, ...] = ()      # what the model uses when config names none
     vision_modules: tuple[str, ...] = ()             # Linear leaf names in the vision encoder

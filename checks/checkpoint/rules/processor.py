@@ -178,13 +178,15 @@ class ProcessorGeometryMismatch(Check):
         if fam is None or vc is None or not fam.processor_keys or fam.token_rule != "dynamic":
             return
         for proc, where, prefix in _processor_sections(Path(path)):
+            video = prefix == "/video_processor" or where.name.startswith("video_")
+            defaults = fam.video_processor_defaults if video and fam.video_processor_defaults else fam.processor_defaults
             for key, role in fam.processor_keys.items():
                 vkey = fam.vision_keys.get(role)
                 want = vc.get(vkey) if vkey else None
                 if not isinstance(want, int) or isinstance(want, bool):
                     continue
                 have = proc.get(key)
-                shown = have if have is not None else fam.processor_defaults.get(key)
+                shown = have if have is not None else defaults.get(key)
                 if shown == want:
                     continue
                 said = f"{key} is {have!r}" if have is not None else f"has no {key} (the processor then uses {shown})"

@@ -420,8 +420,8 @@ class VisionMergerWidthMismatch(Check):
     ## What it does
     For families with a merger width key in their table (Qwen2-VL: `vision_config.hidden_size`;
     Qwen2.5-VL: `vision_config.out_hidden_size`), compares it with `text_config.hidden_size`
-    (flat 4.x configs: `hidden_size`). When the weights' merger output (`visual.merger.mlp.2.weight`)
-    already disagrees with config.json, CKP106 reports the tensor instead.
+    (flat 4.x configs: `hidden_size`). When the weights' merger output (the table's last projector
+    Linear: `visual.merger.mlp.2.weight`, Qwen3-VL `visual.merger.linear_fc2.weight`) already disagrees with config.json, CKP106 reports the tensor instead.
 
     ## Why is this bad?
     The merger maps merged patches to this width and the model writes them into the text embeddings:
@@ -452,8 +452,9 @@ class VisionMergerWidthMismatch(Check):
         out, hidden = vc.get(key), text_config(ckp_config).get("hidden_size")
         if not (_is_int(out) and _is_int(hidden)) or out == hidden:
             return
-        merger_out = [t for n, t in ckp_weights.tensors.items()
-                      if re.search(r"(^|\.)visual\.merger\.mlp\.2\.weight$", n) and len(t.shape) == 2]
+        out_leaf = fam.projector_modules[-1] if fam.projector_modules else "mlp.2"  # the merger's last Linear
+        pattern = r"(^|\.)" + re.escape(f"{fam.projector}.{out_leaf}.weight") + "$"
+        merger_out = [t for n, t in ckp_weights.tensors.items() if re.search(pattern, n) and len(t.shape) == 2]
         if merger_out and merger_out[0].shape[0] != out:
             return  # the weights contradict config.json: CKP106 names the tensor
         yield self.finding(
