@@ -263,7 +263,7 @@ def make_gemma3_lora_adapter(base: Gemma3Info | str | Path, out: str | Path,
 
 def _write_tokenizer(path: Path, vocab_size: int) -> Any:
     """The BPE test tokenizer with Gemma 3's specials named as its tokenizer_config.json names
-    them, ``<pad>`` inside the vocabulary, ``"\\n\\n"`` as one (non-special) token, and the Gemma 3
+    them, ``<pad>`` inside the vocabulary, no dummy prefix, ``"\\n\\n"`` as one (non-special) token, and the Gemma 3
     chat template. ``<image_soft_token>`` has the largest id, as in Gemma 3 (262144, after the
     text specials), so a text ``vocab_size`` of that id leaves exactly it without an embedding row."""
     from tokenizers import Tokenizer
@@ -272,6 +272,8 @@ def _write_tokenizer(path: Path, vocab_size: int) -> Any:
                          chat_template=GEMMA3_CHAT_TEMPLATE, tokenizer_class="PreTrainedTokenizerFast",
                          model_max_length=131072)
     backend = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+    # Gemma's tokenizer adds no dummy prefix: a text tokenizes the same alone as inside a prompt
+    backend["pre_tokenizer"]["prepend_scheme"] = "never"
     image_id = tok.special_ids[IMAGE_SOFT_TOKEN]
     for added in backend["added_tokens"]:
         if added["content"] == IMAGE_SOFT_TOKEN:
