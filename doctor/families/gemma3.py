@@ -26,10 +26,14 @@ Read in transformers 5.25 (``modeling_gemma3.py``, ``processing_gemma3.py``,
   (``image_seq_length`` from processor_config.json, default 256): the ``"fixed_wrapped"`` token
   rule, ``image_seq_length`` + 4 tokens with each ``"\\n\\n"`` one token (Gemma's vocabulary has
   newline runs as single pieces, so a newline next to the image may merge with them: one token
-  less). Pan-and-scan (``do_pan_and_scan`` true in the saved image processor) adds a crop count
-  that depends on the image's aspect ratio (``doctor.families.gemma3.pan_and_scan_crops``), each
-  crop another full image sequence; the sentence the processor puts around the crops ("Here is
-  the original image ... and here are some crops to help you see better") is not counted.
+  less). Pan-and-scan cuts 2 or more crops from an image whose aspect ratio is at least 1.2
+  (``pan_and_scan_crops`` replays ``Gemma3ImageProcessor.pan_and_scan``) and writes a full image
+  sequence per crop after the original's, inside a sentence ("Here is the original image ... and
+  here are some crops to help you see better"). It is on only when the processor is CALLED with
+  ``do_pan_and_scan=True``: measured in 5.25, ``Gemma3Processor`` passes its own ``images_kwargs``
+  (``do_pan_and_scan: False``) over the image processor's saved settings, so a saved
+  ``"do_pan_and_scan": true`` changes nothing. The DAT budget does not count crops (it cannot see
+  the training code's call) and says so.
 """
 
 from __future__ import annotations
