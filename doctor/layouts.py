@@ -427,7 +427,7 @@ def in_memory_layout(model_type: str | None, transformers_version: str,
         return lay, next(iter(lay.vision.values()))[0]
     if model_type in ORIGINAL_TYPES or (model_type == "llava" and any("LlavaLlama" in a or "LlavaMistral" in a for a in archs)):
         return ORIGINAL, ORIGINAL.vision["tower"][0]
-    if model_type not in HF_VLM_TYPES:
+    if model_type not in HF_VLM_TYPES and not _generic_family(model_type):
         return TEXT, None
     v = _version(transformers_version)
     style = "model" if model_type == "mllama" else "tower"
@@ -436,6 +436,14 @@ def in_memory_layout(model_type: str | None, transformers_version: str,
     if style == "model":
         return HF_MODERN, "model.vision_model."
     return HF_MODERN, "model.vision_tower." if v >= (5,) else "model.vision_tower.vision_model."
+
+
+def _generic_family(model_type: str | None) -> bool:
+    """A family table that declares no layouts of its own uses the generic LLaVA names (gemma3)."""
+    from doctor.families import family_of
+
+    fam = family_of(model_type)
+    return fam is not None and not fam.layouts
 
 
 #: standalone vision encoders (XTuner's visual_encoder, LLaVA's mm_vision_tower folders)

@@ -16,6 +16,9 @@ processors of transformers 5.x expand the image placeholder (read in ``processin
   ``<|image_pad|>`` tokens, plus the ``<|vision_start|>`` / ``<|vision_end|>`` pair the chat
   template puts around it (``doctor.families.resize``, from image headers, no torch); a video of
   ``n`` sampled frames takes ``ceil(n / temporal_patch_size)`` such grids.
+- Gemma 3 (the ``"fixed_wrapped"`` rule): ``image_seq_length`` (256) ``<image_soft_token>`` per
+  image whatever its size, plus ``\n\n<start_of_image>`` ... ``<end_of_image>\n\n`` (4 tokens)
+  that ``processing_gemma3.py`` writes in place of the ``<start_of_image>`` placeholder.
 - original LLaVA (``llava_llama``...): from ``mm_vision_tower`` (``clip-vit-large-patch14-336``) and
   ``mm_vision_select_feature`` ("patch" drops CLS, "cls_patch" keeps it).
 """
@@ -100,6 +103,8 @@ def vision_spec(model_dir: str | None) -> VisionSpec:
     rule = fam.token_rule if fam is not None else None
     if fam is not None and rule == "dynamic":
         return dynamic_spec(Path(model_dir), fam)
+    if fam is not None and rule == "fixed_wrapped":
+        return wrapped_spec(Path(model_dir), fam, config)
     if fam is not None and rule == "one":
         return VisionSpec(fam.name, f"1 per image ({fam.name}: one {fam.image_token} token; pixels go through "
                                     "cross-attention)", per_image=1)
@@ -145,6 +150,25 @@ def dynamic_spec(folder: Path, fam: Family) -> VisionSpec:
         f"{geo.min_pixels:,} and max_pixels {geo.max_pixels:,}, up to {geo.max_image_tokens():,}"
         + (f", + {fam.tokens_per_image_extra} around each" if fam.tokens_per_image_extra else ""))
     return spec
+
+
+def wrapped_spec(folder: Path, fam: Family, config: dict[str, Any]) -> VisionSpec:
+    """The ``"fixed_wrapped"`` rule (Gemma 3): the processor writes ``image_seq_length`` image
+    tokens (processor_config.json; else config.json's ``mm_tokens_per_image``; else the class
+    default) plus ``tokens_per_image_extra`` around them, whatever the image's size."""
+    saved = _read(folder / "processor_config.json").get("image_seq_length")
+    n, source = ((saved, "image_seq_length in processor_config.json") if _count(saved) else
+                 (config["mm_tokens_per_image"], "mm_tokens_per_image in config.json")
+                 if _count(config.get("mm_tokens_per_image")) else
+                 (fam.processor_defaults.get("image_seq_length", 256), "the processor's default"))
+    extra = fam.tokens_per_image_extra
+    return VisionSpec(fam.name, f"{n + extra} per image ({n} {fam.image_token}, {source}, + {extra} around "
+                                "each; pan-and-scan crops, on only when the processor is called with "
+                                "do_pan_and_scan=True, not counted)", per_image=n + extra)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def processor_sections(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from doctor.families import llava, mllama, qwen2_vl, qwen3_vl
+from doctor.families import gemma3, llava, mllama, qwen2_vl, qwen3_vl
 from doctor.families.spec import Family, KeyLayout, TokenRule
 
 #: every family, by name (the first model_type it covers)
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     llava.LLAVA, llava.LLAVA_NEXT, mllama.MLLAMA, qwen2_vl.QWEN2_VL, qwen2_vl.QWEN2_5_VL,
-    qwen3_vl.QWEN3_VL)}
+    qwen3_vl.QWEN3_VL, gemma3.GEMMA3)}
 
 _BY_TYPE: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
 

@@ -7,8 +7,9 @@ from typing import Literal
 
 #: how a processor turns one image into placeholder tokens
 #: fixed: (image_size / patch)^2 (+CLS); anyres: llava_next tiling; one: a single token (mllama);
-#: dynamic: Qwen's smart_resize between min_pixels and max_pixels, (h'/f) * (w'/f), f = patch * merge
-TokenRule = Literal["fixed", "anyres", "one", "dynamic"]
+#: dynamic: Qwen's smart_resize between min_pixels and max_pixels, (h'/f) * (w'/f), f = patch * merge;
+#: fixed_wrapped: a count the config / processor file names (Gemma 3's image_seq_length) + the wrapping tokens
+TokenRule = Literal["fixed", "anyres", "one", "dynamic", "fixed_wrapped"]
 
 
 @dataclass(frozen=True)
