@@ -21,8 +21,9 @@ from doctor.options import add_report_options
 COMMANDS = ("check", "rule", "env", "demo", "merge", "convert", "sanity", "triage")
 
 DESCRIPTION = """\
-A linter and doctor for LoRA fine-tuning of LLaVA-style vision-language models
-(transformers' llava, llava_next and mllama; original LLaVA and XTuner layouts).
+A linter and doctor for LoRA fine-tuning of vision-language models (transformers'
+llava, llava_next, mllama, qwen2_vl, qwen2_5_vl, qwen3_vl and gemma3; original LLaVA
+and XTuner layouts).
 Run it before you train (datasets, adapter configs), after you train (adapters,
 checkpoints, merges) and in CI (SARIF, JUnit, GitHub annotations)."""
 

@@ -11,7 +11,8 @@ Merge ADAPTER into its base model and write a transformers-native checkpoint to 
 safetensors shards + index, a config.json the Auto classes load, tokenizer and processor files.
 ADAPTER is one of:
   - a PEFT adapter folder (adapter_config.json) on a transformers model (llava, llava_next,
-    mllama, or a text model); the output keeps the base's tensor names and config;
+    mllama, qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3, or a text model); the output keeps the
+    base's tensor names and config;
   - an original-LLaVA LoRA run (finetune_lora.sh: adapter + config.json + non_lora_trainables.bin);
     the projector from non_lora_trainables.bin goes in and the result is transformers' llava
     (merge and convert in one pass; the CLIP tower comes from --vision-tower or the base);

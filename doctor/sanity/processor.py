@@ -4,8 +4,8 @@ Most merge and training outputs hold ``config.json``, the weights and the tokeni
 processor files; the pass must still run. In order:
 
 1. ``--processor DIR``: its image-processor files (and its tokenizer when the model has none);
-2. the model folder's processor files, through ``AutoProcessor`` as users load them. Qwen2-VL and
-   Qwen2.5-VL processors hold a video processor that needs torchvision; without torchvision
+2. the model folder's processor files, through ``AutoProcessor`` as users load them. Qwen2-VL,
+   Qwen2.5-VL and Qwen3-VL processors hold a video processor that needs torchvision; without torchvision
    ``AutoProcessor`` raises, so the processor is assembled from the folder's image processor
    (the PIL one) and tokenizer with no video processor (images need none);
 3. the base's processor files (``--base``, an adapter's base, or ``_name_or_path`` recorded in
@@ -107,6 +107,21 @@ def _qwen_image(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                                      "temporal_patch_size": _int(v.get("temporal_patch_size"), 2)}
 
 
+def _qwen3_image(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name, kwargs = _qwen_image(cfg)  # qwen3_vl maps to Qwen2-VL's image processor, with 16-px patches
+    return name, {**kwargs, "patch_size": _int(_vision(cfg).get("patch_size"), 16)}
+
+
+def _gemma3_image(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    v = _vision(cfg)
+    size = _int(v.get("image_size"), 896)
+    return "Gemma3ImageProcessor", {"size": {"height": size, "width": size}, "image_mean": HALF, "image_std": HALF}
+
+
+def _gemma3_tokens(cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    return {"image_seq_length": _int(cfg.get("mm_tokens_per_image"), 256)}
+
+
 def _no_tokens(cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
     return {}
 
@@ -117,6 +132,8 @@ FAMILIES: dict[str, Family] = {
     "mllama": Family("MllamaProcessor", _mllama_image, _no_tokens),
     "qwen2_vl": Family("Qwen2VLProcessor", _qwen_image, _no_tokens, video=True),
     "qwen2_5_vl": Family("Qwen2_5_VLProcessor", _qwen_image, _no_tokens, video=True),
+    "qwen3_vl": Family("Qwen3VLProcessor", _qwen3_image, _no_tokens, video=True),
+    "gemma3": Family("Gemma3Processor", _gemma3_image, _gemma3_tokens),
 }
 
 

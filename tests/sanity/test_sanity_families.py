@@ -1,5 +1,5 @@
 """The sanity pass runs on what people have: folders without processor files (most merge and
-training outputs), Qwen2-VL / Qwen2.5-VL without torchvision, processors from --processor or the
+training outputs), Qwen2-VL / Qwen2.5-VL / Qwen3-VL without torchvision, Gemma 3, processors from --processor or the
 base; it shows each family every shape its processor treats apart, and NaN weights fail stage 2
 on every family."""
 
@@ -17,19 +17,25 @@ pytest.importorskip("peft")
 
 from doctor.sanity import run_sanity  # noqa: E402
 from doctor.testing.models import make_llava_model  # noqa: E402
+from doctor.testing.gemma3 import make_gemma3_model  # noqa: E402
 from doctor.testing.qwen import make_qwen_model  # noqa: E402
+from doctor.testing.qwen3_vl import make_qwen3_vl_model  # noqa: E402
 
 from tests.helpers.sanity import open_gates, plant_nan, remove_processor_files  # noqa: E402
 
-FAMILIES = ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
 # Stage 2's images per family, besides the main one: llava's CLIP processor crops every image to one
 # square (none); the factory's llava_next pinpoints [28, 28], [56, 28], [28, 56] (three ratios) and a
 # very tall and a very wide image; mllama's 8 tile arrangements of max_image_tiles=4; Qwen portrait,
 # square, landscape.
-EXTRA_IMAGES = {"llava": 0, "llava_next": 5, "mllama": 8, "qwen2_vl": 3, "qwen2_5_vl": 3}
+EXTRA_IMAGES = {"llava": 0, "llava_next": 5, "mllama": 8, "qwen2_vl": 3, "qwen2_5_vl": 3, "qwen3_vl": 3, "gemma3": 0}
 
 
 def build(folder: Path, family: str, **kwargs) -> Path:
+    if family == "qwen3_vl":
+        return make_qwen3_vl_model(folder, **kwargs).path
+    if family == "gemma3":
+        return make_gemma3_model(folder, **kwargs).path
     if family.startswith("qwen"):
         return make_qwen_model(folder, family=family, **kwargs).path
     path = make_llava_model(folder, family=family, **kwargs).path
@@ -250,3 +256,18 @@ def test_inf_weight_on_the_path_fails_stage_2(bare, tmp_path):
     plant_nan(folder, value=float("inf"))
     result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
     assert statuses(result)[2] == "fail" and "layers.0.self_attn.q_proj.weight" in messages(result, 2)
+
+
+def test_qwen3_vl_with_its_processor_files_runs_without_torchvision(tmp_path):
+    """Qwen3VLProcessor holds a video processor that needs torchvision; the pass assembles the
+    same processor without it (before, stage 1 failed with advice to copy processor files)."""
+    folder = make_qwen3_vl_model(tmp_path / "m").path
+    result = run_sanity(str(folder), device="cpu", max_new_tokens=4)
+    assert statuses(result) == {1: "pass", 2: "pass", 3: "pass", 4: "pass", 5: "skip", 6: "skip"}, result.findings
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        assert f"from {folder}'s processor files, without a video processor" in result.stage(1).detail
+    else:
+        assert f"AutoProcessor from {folder}" in result.stage(1).detail
+    assert [i.split(" ")[0] for i in result.stage(2).metrics["images"][1:]] == ["portrait", "square", "landscape"]
