@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from doctor.sanity import run_sanity  # noqa: E402
-from doctor.testing.models import make_llava_model  # noqa: E402
 from doctor.testing.gemma3 import make_gemma3_model  # noqa: E402
+from doctor.testing.models import make_llava_model  # noqa: E402
 from doctor.testing.qwen import make_qwen_model  # noqa: E402
 from doctor.testing.qwen3_vl import make_qwen3_vl_model  # noqa: E402
 
