@@ -141,3 +141,26 @@ def test_chat_template_writes_the_begin_of_image_placeholder(tmp_path: Path) -> 
     text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
                                     tokenize=False, add_generation_prompt=True)
     assert BOI_TOKEN in text and proc.image_token == BOI_TOKEN
+
+
+@pytest.mark.parametrize("saved", [9, None])
+def test_image_seq_length_that_disagrees_with_the_model_is_ckp507(tmp_path: Path, saved: int | None) -> None:
+    """processor_config.json writes another run of soft tokens than the projector pools to: the
+    real processor + model raise; the twin that agrees passes."""
+    import json
+
+    info = build(tmp_path, "m")  # mm_tokens_per_image 4
+    conf = info.path / "processor_config.json"
+    data = json.loads(conf.read_text())
+    if saved is None:
+        del data["image_seq_length"]  # the processor's default, 256
+    else:
+        data["image_seq_length"] = saved
+    conf.write_text(json.dumps(data))
+    shown = 256 if saved is None else saved
+    (found,) = fails(run(info.path, "CKP"), "CKP507", "mm_tokens_per_image is 4", f"writes {shown} image tokens")
+    assert found.severity is Severity.ERROR and found.location.pointer == "/image_seq_length"
+    assert "Image features and image tokens do not match" in (forward_error(info) or "")
+    twin = build(tmp_path, "twin")
+    passes(run(twin.path, "CKP"), "CKP507")
+    assert forward_error(twin) is None

@@ -270,3 +270,62 @@ class PixelLimitsInvalid(Check):
                 "\"Mismatch in `image` token count\")", path=str(where), location=loc("max_pixels"),
                 hint=f"Lower max_pixels to at most {int(limit) // 2 * unit} ({int(limit) // 2} tokens) or raise the "
                      "training length.")
+
+
+@register
+class ImageSeqLengthMismatch(Check):
+    """The processor writes another number of image tokens than the model makes image features.
+
+    ## What it does
+    For families whose processor writes a fixed run of image tokens per image (Gemma 3: the
+    `"fixed_wrapped"` rule), compares processor_config.json's `image_seq_length` (the processor's
+    default, 256, when the file leaves it out) with config.json's `mm_tokens_per_image` (the number
+    of soft tokens the projector pools the patches to; 256 when absent).
+
+    ## Why is this bad?
+    The processor expands each image placeholder into `image_seq_length` `<image_soft_token>`s; the
+    model scatters `mm_tokens_per_image` features per image into them. Measured on transformers 5:
+    any difference raises `Image features and image tokens do not match` on the first image.
+
+    Severity: error, because the first forward with an image raises.
+
+    ## Example
+    processor_config.json `"image_seq_length": 256` beside a config.json with `"mm_tokens_per_image": 64`.
+
+    ## How to fix
+    Copy processor_config.json from the base model, or set `image_seq_length` to config.json's
+    `mm_tokens_per_image`.
+    """
+
+    code = "CKP507"
+    name = "image-seq-length-mismatch"
+    artifacts = frozenset({"model"})
+    requires = ("CKP406",)
+
+    def run(self, ckp_config: dict[str, Any], path: str):
+        from doctor.families import family_of
+
+        fam = family_of(ckp_config.get("model_type"))
+        if fam is None or fam.token_rule != "fixed_wrapped":
+            return
+        where = Path(path) / "processor_config.json"
+        saved = load_json_dict(where)
+        if saved is None:
+            return  # no saved processor: CKP406 says so; the processor then comes from elsewhere
+        default = fam.processor_defaults.get("image_seq_length", 256)
+        want = ckp_config.get("mm_tokens_per_image", default)
+        have = saved.get("image_seq_length")
+        shown = default if have is None else have
+        if not _whole(want) or not _whole(shown) or shown == want:
+            return
+        said = f"image_seq_length is {have}" if have is not None else f"has no image_seq_length (the processor then uses {default})"
+        yield self.finding(
+            f"processor_config.json {said} but config.json mm_tokens_per_image is {want}: the processor writes "
+            f"{shown} image tokens per image where the model makes {want} features, and the first image raises "
+            "\"Image features and image tokens do not match\"",
+            path=str(where), location=Location(pointer="/image_seq_length"),
+            hint=f"Set \"image_seq_length\": {want} in processor_config.json (or copy it from the base model).")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
