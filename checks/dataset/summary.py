@@ -101,5 +101,7 @@ def video_sentence(s: dict[str, Any]) -> str:
         return ""
     out = f"; video tokens: {s['video_tokens']:,} in {s['videos_counted']:,} video(s) ({s['video_rule']})"
     if s["videos_not_counted"]:
-        out += f"; {s['videos_not_counted']:,} video(s) not counted (not measured, unreadable, or no video input)"
+        why = ("by the rule above" if str(s.get("video_rule", "")).startswith("not counted")
+               else "not measured, unreadable, or no video input")
+        out += f"; {s['videos_not_counted']:,} video(s) not counted ({why})"
     return out

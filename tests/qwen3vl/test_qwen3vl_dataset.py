@@ -138,5 +138,5 @@ def test_videos_not_counted_with_the_reason(models, tmp_path):
     data = write_json(tmp_path / "d.json", [sharegpt(["clip.mp4"])])
     report = doctor.check(str(data), select=["DAT"], model=str(models["hub"].path))
     (summary,) = [f for f in report.findings if f.code == "DAT903"]
-    assert "1 video(s) not counted" in summary.message and "timestamp" in summary.message
+    assert "1 video(s) not counted (by the rule above)" in summary.message and "timestamp" in summary.message
     assert not [f for f in report.findings if f.code == "DAT116"]  # Qwen3-VL takes videos

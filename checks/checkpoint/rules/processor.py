@@ -252,13 +252,13 @@ class PixelLimitsInvalid(Check):
             yield self.finding(f"min_pixels {geo.min_pixels} is above max_pixels {geo.max_pixels}: images are resized "
                                "outside the range and their token count no longer follows their size",
                                path=str(where), location=loc("min_pixels"),
-                               hint="Keep min_pixels <= max_pixels (Qwen: 3136 and 12845056).")
+                               hint="Keep min_pixels <= max_pixels: copy both from the base model's processor files.")
             return
         unit = geo.factor * geo.factor
         if geo.max_pixels < unit:
             yield self.finding(f"max_pixels {geo.max_pixels} is below one merged patch ({geo.factor}x{geo.factor} = "
                                f"{unit} px): every image shrinks to one token", path=str(where), location=loc("max_pixels"),
-                               hint=f"Set max_pixels to at least {unit * 4} (Qwen's default: {28 * 28 * 1280}).")
+                               hint=f"Set max_pixels to at least {unit * 4}, or copy it from the base model's processor files.")
             return
         tok = load_json_dict(folder / "tokenizer_config.json") or {}
         limit = tok.get("model_max_length")
