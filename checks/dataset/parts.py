@@ -25,31 +25,13 @@ def fold_problems(into: Problems, part: Problems) -> None:
 def fold_checker(into: RecordChecker, part: RecordChecker) -> None:
     """Add what ``part``'s records registered (image references, counts) after ``into``'s; the
     problems fold separately (``fold_problems``), since the checkers share their scan's."""
-    for ref, local in part.refs.items():
-        if ref not in into.refs:
-            into.refs[ref] = len(into.ref_first)
-            into.ref_first.append(part.ref_first[local])
-            key = part.keys[part.ref_key[local]]
-            kid = into._key_ids.get(key)
-            if kid is None:
-                kid = into._key_ids[key] = len(into.keys)
-                into.keys.append(key)
-            into.ref_key.append(kid)
+    _fold_refs(into, part, "refs", "ref_first", "ref_key")
     into.image_refs += part.image_refs
     into.records_with_images += part.records_with_images
     into.multi_image += part.multi_image
     if into.multi_image_first is None:
         into.multi_image_first = part.multi_image_first
-    for ref, local in part.videos.items():  # videos: numbered by first use, like the images
-        if ref not in into.videos:
-            into.videos[ref] = len(into.video_first)
-            into.video_first.append(part.video_first[local])
-            key = part.keys[part.video_key[local]]
-            kid = into._key_ids.get(key)
-            if kid is None:
-                kid = into._key_ids[key] = len(into.keys)
-                into.keys.append(key)
-            into.video_key.append(kid)
+    _fold_refs(into, part, "videos", "video_first", "video_key")  # numbered by first use, like the images
     into.video_refs += part.video_refs
     into.records_with_videos += part.records_with_videos
     into.video_only_records += part.video_only_records
@@ -58,3 +40,21 @@ def fold_checker(into: RecordChecker, part: RecordChecker) -> None:
     for turns, count in part.turns.items():
         into.turns[turns] = into.turns.get(turns, 0) + count
     into.chars.extend(part.chars)
+
+
+def _fold_refs(into: RecordChecker, part: RecordChecker, refs: str, first: str, key_of: str) -> None:
+    """Add ``part``'s references (``refs``: reference -> local number, ``first``: the record that
+    first used it, ``key_of``: its resolution key) after ``into``'s, numbered by first use."""
+    into_refs, into_first, into_key = getattr(into, refs), getattr(into, first), getattr(into, key_of)
+    part_first, part_key = getattr(part, first), getattr(part, key_of)
+    for ref, local in getattr(part, refs).items():
+        if ref in into_refs:
+            continue
+        into_refs[ref] = len(into_first)
+        into_first.append(part_first[local])
+        key = part.keys[part_key[local]]
+        kid = into._key_ids.get(key)
+        if kid is None:
+            kid = into._key_ids[key] = len(into.keys)
+            into.keys.append(key)
+        into_key.append(kid)

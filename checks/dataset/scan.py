@@ -233,15 +233,7 @@ def scan_part(path: str, fmt: str, start: int, end: int, first: int, first_line:
     rec: Any = None
     for rec, line, col, off in stream:
         i += 1
-        offsets.append(off)
-        lines.append(line)
-        if type(rec) is dict:
-            check(rec, i, line, col)
-            rid = rec.get("id")
-            if rid is not None:
-                ids.append((rid, i))
-        else:
-            _not_a_record(problems, rec, i, line, col, "values")
+        _part_record(check, problems, rec, i, line, col, off, offsets, lines, ids, "values")
         if i == first:
             first_value = rec
     return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, nonblank,
@@ -362,15 +354,7 @@ def scan_array_part(path: str, fmt: str, start: int, end: int, first: int, cut: 
             items = ((rec, line, col, off),)
         for rec, line, col, off in items:
             i += 1
-            offsets.append(off)
-            lines.append(line)
-            if type(rec) is dict:
-                check(rec, i, line, col)
-                rid = rec.get("id")
-                if rid is not None:
-                    ids.append((rid, i))
-            else:
-                _not_a_record(problems, rec, i, line, col, "array")
+            _part_record(check, problems, rec, i, line, col, off, offsets, lines, ids, "array")
             if i == first:
                 first_value = rec
     return ScanPart(first, checker, offsets, lines, ids, first_value, i + 1 - first, i + 1 - first, 0, 0,
@@ -404,6 +388,20 @@ def fold_array_parts(path: str, fmt: str, parts: list[ScanPart], started: float,
     ids.finish(scan)
     scan.seconds = time.perf_counter() - started
     return scan
+
+
+def _part_record(check: Callable[..., None], problems: Problems, rec: Any, i: int, line: int, col: int, off: int,
+                 offsets: array, lines: array, ids: list[tuple[Any, int]], layout: str) -> None:
+    """One value of a part (JSON Lines range or JSON array range): positioned, checked, its id kept."""
+    offsets.append(off)
+    lines.append(line)
+    if type(rec) is dict:
+        check(rec, i, line, col)
+        rid = rec.get("id")
+        if rid is not None:
+            ids.append((rid, i))
+    else:
+        _not_a_record(problems, rec, i, line, col, layout)
 
 
 def _not_a_record(problems: Problems, rec: Any, i: int, line: int, col: int, layout: str) -> None:
